@@ -1,0 +1,159 @@
+"""The ``openai`` client pointed at Clarifai, and faults turned into clear messages.
+
+``openai`` is imported here lazily, on the first request, so that ``%load_ext clarifai_magic``
+stays cheap. Retries of 429 and 5xx (honouring ``Retry-After``) are left to the client's own
+retry loop, which already does exponential backoff with jitter.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from .config import Credentials, redact
+
+if TYPE_CHECKING:
+    import openai
+
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_TIMEOUT = 600.0
+USER_AGENT = "clarifai-magic"
+
+
+class ModelStreamError(Exception):
+    """A Clarifai runner error that arrived as a chunk rather than as an exception."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def make_client(
+    credentials: Credentials,
+    *,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> openai.OpenAI:
+    import openai
+
+    return openai.OpenAI(
+        base_url=credentials.base_url,
+        api_key=credentials.pat.reveal(),
+        max_retries=max_retries,
+        timeout=timeout,
+        default_headers={"X-Clarifai-Client": USER_AGENT},
+    )
+
+
+def _server_detail(exc: BaseException) -> str:
+    """The server's own words about an error, if it gave any."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            for key in ("message", "description", "details"):
+                if isinstance(inner.get(key), str) and inner[key]:
+                    return inner[key]
+        elif isinstance(inner, str):
+            return inner
+    message = getattr(exc, "message", None) or str(exc)
+    return message
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    # A stream cut mid-way surfaces as the HTTP library's own error, not as an openai one.
+    modules = {type(c).__module__.split(".")[0] for c in [exc]} | {
+        c.__module__.split(".")[0] for c in type(exc).__mro__
+    }
+    return bool(modules & {"httpx", "httpx2", "httpcore", "h11"}) or isinstance(
+        exc, ConnectionError
+    )
+
+
+def explain_error(exc: BaseException, model: str, credentials: Credentials | None = None) -> str:
+    """One paragraph saying what went wrong and what to do about it; never contains the PAT."""
+    import openai
+
+    detail = _server_detail(exc)
+    status = getattr(exc, "status_code", None)
+    if isinstance(exc, openai.AuthenticationError):
+        source = f" (from {credentials.source})" if credentials else ""
+        text = (
+            f"Clarifai rejected the Personal Access Token{source} (HTTP 401). Check that the PAT "
+            "is current at https://clarifai.com/settings/security, then set CLARIFAI_PAT or run "
+            "`%clarifai login` again."
+        )
+    elif isinstance(exc, openai.PermissionDeniedError):
+        text = (
+            f"Your PAT is not allowed to use {model} (HTTP 403: {detail}). Check the token's "
+            "scopes and that your account can access this model."
+        )
+    elif isinstance(exc, openai.NotFoundError):
+        text = (
+            f"Clarifai has no model {model} (HTTP 404: {detail}). Check the spelling, or run "
+            "`%clarifai models` to see the models you can use."
+        )
+    elif isinstance(exc, openai.RateLimitError):
+        text = (
+            f"Clarifai kept answering 'too many requests' (HTTP 429) after retrying: {detail}. "
+            "Wait a minute and run the cell again, or check your plan's rate limits."
+        )
+    elif isinstance(exc, openai.APIStatusError) and status and status >= 500:
+        text = (
+            f"Clarifai's server failed (HTTP {status}) and kept failing after retries: {detail}. "
+            "Try again shortly or pick another model with -m."
+        )
+    elif isinstance(exc, openai.APIStatusError):
+        text = f"Clarifai refused the request (HTTP {status}): {detail}."
+    elif isinstance(exc, openai.APITimeoutError):
+        text = "The request to Clarifai timed out. Run the cell again; long answers may need --max-tokens."
+    elif isinstance(exc, openai.APIConnectionError):
+        text = (
+            "Could not reach Clarifai's API. Check your network connection (and CLARIFAI_API_BASE "
+            "if you set it), then run the cell again."
+        )
+    elif isinstance(exc, (openai.APIError, ModelStreamError)):
+        text = (
+            f"The model reported an error while answering: {detail}. What arrived before the "
+            "error is kept above; run the cell again to retry, or try another model with -m."
+        )
+    elif isinstance(exc, json.JSONDecodeError):
+        text = "The server sent a malformed streaming event, so the answer was cut short. Run the cell again."
+    elif _is_connection_error(exc):
+        text = (
+            "The connection to Clarifai dropped before the answer was complete. "
+            "Run the cell again to retry."
+        )
+    else:
+        text = f"Unexpected error while talking to Clarifai: {type(exc).__name__}: {detail}"
+    return redact(text, credentials.pat if credentials else None)
+
+
+def status_of(exc: BaseException) -> int | None:
+    return getattr(exc, "status_code", None)
+
+
+def completion_kwargs(
+    *,
+    model: str,
+    messages: list[dict[str, Any]],
+    stream: bool,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    tools: list[dict[str, Any]] | None = None,
+    response_format: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Arguments for ``client.chat.completions.create``, leaving out what was not asked for."""
+    kwargs: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
+    if stream:
+        kwargs["stream_options"] = {"include_usage": True}
+    if temperature is not None:
+        kwargs["temperature"] = temperature
+    if max_tokens is not None:
+        kwargs["max_tokens"] = max_tokens
+    if tools:
+        kwargs["tools"] = tools
+        kwargs["tool_choice"] = "auto"
+    if response_format is not None:
+        kwargs["response_format"] = response_format
+    return kwargs

@@ -1,0 +1,273 @@
+"""One turn of a conversation: request, stream, run tools, repeat; then hand back the messages.
+
+The engine knows nothing about notebooks. It fills a :class:`Transcript` as chunks arrive and
+asks its view to show it (the view decides how often to draw); it hands the messages a turn
+produced to ``on_messages`` at clear points (after each completed tool round, and once at the
+end, marked partial if the turn was interrupted or failed). A kernel interrupt arrives as
+``KeyboardInterrupt`` where the stream is read; the engine closes the HTTP response and keeps the
+partial answer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .client import ModelStreamError, completion_kwargs, explain_error, status_of
+from .config import Credentials
+from .stream import StreamAccumulator, ToolCall, Usage
+
+if TYPE_CHECKING:
+    import openai
+
+    from .tools import Tool, ToolOutcome, ToolRunner
+
+DEFAULT_MAX_ROUNDS = 10
+
+
+@dataclass
+class TurnOptions:
+    model: str
+    temperature: float | None = None
+    max_tokens: int | None = None
+    tools: Mapping[str, Tool] = field(default_factory=dict)
+    max_rounds: int = DEFAULT_MAX_ROUNDS
+    tool_streaming: bool = True
+    response_format: dict[str, Any] | None = None
+    # Appended as a system message if the server rejects ``response_format``.
+    response_format_fallback: str | None = None
+
+
+@dataclass
+class ToolActivity:
+    call: ToolCall
+    outcome: ToolOutcome | None = None
+
+
+@dataclass
+class Round:
+    stream: StreamAccumulator = field(default_factory=StreamAccumulator)
+    tools: list[ToolActivity] = field(default_factory=list)
+
+
+@dataclass
+class Transcript:
+    """Everything a view needs to draw a turn, as it happens."""
+
+    model: str
+    rounds: list[Round] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    ended: float | None = None
+    status: str = "streaming"  # streaming | running tools | done | interrupted | error
+    error: str | None = None
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def answer(self) -> str:
+        """The final answer: the text of the last round."""
+        return self.rounds[-1].stream.text if self.rounds else ""
+
+    @property
+    def usage(self) -> Usage:
+        total = Usage()
+        for round_ in self.rounds:
+            usage = round_.stream.usage
+            if usage is None:
+                continue
+            if usage.prompt_tokens is not None:
+                total.prompt_tokens = (total.prompt_tokens or 0) + usage.prompt_tokens
+            if usage.completion_tokens is not None:
+                total.completion_tokens = (total.completion_tokens or 0) + usage.completion_tokens
+        return total
+
+    @property
+    def elapsed(self) -> float:
+        return (self.ended or time.monotonic()) - self.started
+
+    @property
+    def partial(self) -> bool:
+        return self.status in ("interrupted", "error")
+
+
+class TurnView(Protocol):
+    def show(self, transcript: Transcript, final: bool = False) -> None: ...
+
+
+MessagesCallback = Callable[[list[dict[str, Any]], bool, "Usage | None"], None]
+ConfirmCallback = Callable[["Tool", dict[str, Any]], bool]
+
+
+class TurnInterrupted(Exception):
+    """Raised inside the stream loop when a cancel flag is set (the widget's Stop)."""
+
+
+def _assistant_message(round_: Round) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": round_.stream.text or None}
+    calls = round_.stream.tool_calls
+    if calls:
+        message["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments or "{}"},
+            }
+            for c in calls
+        ]
+    elif message["content"] is None:
+        message["content"] = ""
+    return message
+
+
+def _tool_messages(round_: Round) -> list[dict[str, Any]]:
+    return [
+        {
+            "role": "tool",
+            "tool_call_id": a.call.id,
+            "name": a.call.name,
+            "content": a.outcome.content if a.outcome else "Error: the tool did not run.",
+        }
+        for a in round_.tools
+    ]
+
+
+def run_turn(
+    client: openai.OpenAI,
+    messages: Sequence[dict[str, Any]],
+    options: TurnOptions,
+    view: TurnView,
+    *,
+    credentials: Credentials | None = None,
+    runner: ToolRunner | None = None,
+    confirm: ConfirmCallback | None = None,
+    on_messages: MessagesCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> Transcript:
+    """Run one turn to the end (answer, error, interrupt or max rounds) and return its transcript.
+
+    ``messages`` is the history to send, ending with the new user message; it is not modified.
+    """
+    transcript = Transcript(model=options.model)
+    sent = list(messages)
+    response_format = options.response_format
+    unsaved: list[dict[str, Any]] = []
+    try:
+        while True:
+            if len(transcript.rounds) >= options.max_rounds:
+                transcript.status = "error"
+                transcript.error = (
+                    f"Stopped after {options.max_rounds} rounds of tool calls without a final "
+                    "answer. Raise the limit with --max-rounds if the task needs more steps."
+                )
+                break
+            round_ = Round()
+            transcript.rounds.append(round_)
+            transcript.status = "streaming"
+            try:
+                _stream_round(client, sent, options, response_format, round_, transcript, view, cancel)
+            except Exception as exc:
+                if (
+                    response_format is not None
+                    and options.response_format_fallback
+                    and status_of(exc) in (400, 422)
+                    and not round_.stream.text
+                ):
+                    # The model does not take response_format: ask in words instead.
+                    response_format = None
+                    sent.append({"role": "system", "content": options.response_format_fallback})
+                    transcript.rounds.pop()
+                    transcript.notices.append(
+                        "This model rejected response_format; asked for JSON in the prompt instead."
+                    )
+                    continue
+                raise
+            calls = round_.stream.tool_calls
+            if not calls:
+                unsaved.append(_assistant_message(round_))
+                transcript.status = "done"
+                break
+            transcript.status = "running tools"
+            round_.tools = [ToolActivity(call) for call in calls]
+            view.show(transcript)
+            outcomes = _run_tools(runner, calls, options.tools, confirm)
+            for activity, outcome in zip(round_.tools, outcomes):
+                activity.outcome = outcome
+            new = [_assistant_message(round_), *_tool_messages(round_)]
+            sent.extend(new)
+            if on_messages is not None:
+                on_messages(new, False, None)
+            view.show(transcript)
+    except (KeyboardInterrupt, TurnInterrupted):
+        transcript.status = "interrupted"
+    except Exception as exc:
+        transcript.status = "error"
+        transcript.error = explain_error(exc, options.model, credentials)
+    if transcript.partial and transcript.rounds:
+        last = transcript.rounds[-1]
+        if last.stream.text or last.stream.tool_calls:
+            # Keep what streamed, without tool calls that never got results.
+            unsaved.append({"role": "assistant", "content": last.stream.text})
+    transcript.ended = time.monotonic()
+    if on_messages is not None and unsaved:
+        on_messages(unsaved, transcript.partial, transcript.usage)
+    view.show(transcript, final=True)
+    return transcript
+
+
+def _stream_round(
+    client: openai.OpenAI,
+    sent: list[dict[str, Any]],
+    options: TurnOptions,
+    response_format: dict[str, Any] | None,
+    round_: Round,
+    transcript: Transcript,
+    view: TurnView,
+    cancel: threading.Event | None,
+) -> None:
+    tools = [t.schema() for t in options.tools.values()]
+    stream = bool(not tools or options.tool_streaming)
+    kwargs = completion_kwargs(
+        model=options.model,
+        messages=sent,
+        stream=stream,
+        temperature=options.temperature,
+        max_tokens=options.max_tokens,
+        tools=tools,
+        response_format=response_format,
+    )
+    accumulator = round_.stream
+    if not stream:
+        accumulator.feed_completion(client.chat.completions.create(**kwargs))
+        view.show(transcript)
+        return
+    response = client.chat.completions.create(**kwargs)
+    try:
+        for chunk in response:
+            accumulator.feed(chunk)
+            if accumulator.error:
+                raise ModelStreamError(accumulator.error)
+            if cancel is not None and cancel.is_set():
+                raise TurnInterrupted
+            view.show(transcript)
+    finally:
+        response.close()
+        accumulator.finish()
+
+
+def _run_tools(
+    runner: ToolRunner | None,
+    calls: list[ToolCall],
+    tools: Mapping[str, Tool],
+    confirm: ConfirmCallback | None,
+) -> list[ToolOutcome]:
+    if runner is not None:
+        return runner.run_calls(calls, tools, confirm=confirm)
+    from .tools import ToolRunner
+
+    runner = ToolRunner()
+    try:
+        return runner.run_calls(calls, tools, confirm=confirm)
+    finally:
+        runner.close()

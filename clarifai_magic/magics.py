@@ -1,0 +1,412 @@
+"""The ``%%clarifai`` cell magic and the ``%clarifai`` line commands.
+
+Parsing and dispatch only: a cell becomes an :class:`~clarifai_magic.session.Ask`, the session
+runs it, and a view from :mod:`clarifai_magic.render` draws it. Line commands
+(``%clarifai models``, ``%clarifai history`` ...) are one small method each, found in a table.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import shlex
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments
+from IPython.display import Markdown, display
+from traitlets import Dict, Enum, Int, Unicode
+
+from .config import Secret
+from .engine import DEFAULT_MAX_ROUNDS, Transcript
+from .models import ModelNameError, check_alias_name, merge_model_list, short_path
+from .prompt import interpolate, strip_code_fences
+from .render import CellView, TerminalView, history_markdown
+from .session import MAIN_CHAT, Ask, Session, SessionError, Settings
+
+FORMATS = ("markdown", "text", "code", "json")
+
+
+def _float(value: str) -> float:
+    return float(value)
+
+
+@magic_arguments()
+@argument("-m", "--model", help="Model: Clarifai URL, USER/APP/models/MODEL, or an alias.")
+@argument("-s", "--system", help="System prompt (kept with the conversation).")
+@argument("-t", "--temperature", type=_float, help="Sampling temperature.")
+@argument("--max-tokens", type=int, help="Upper limit on the answer's tokens.")
+@argument("-f", "--format", choices=FORMATS, default="markdown", help="How to show the answer.")
+@argument("--no-interpolate", action="store_true", help="Send {braces} as written.")
+@argument("--tools", default="", help="Comma-separated tool functions the model may call.")
+@argument("--max-rounds", type=int, default=DEFAULT_MAX_ROUNDS, help="Limit on tool rounds.")
+@argument("--chat", default=MAIN_CHAT, help="Conversation name (default: main).")
+@argument("--new", action="store_true", help="Start the conversation afresh.")
+@argument("--no-history", action="store_true", help="A one-off question outside any conversation.")
+@argument("--image", action="append", default=[], help="Image to send (repeatable).")
+@argument("--schema", help="Pydantic model or dataclass the answer must follow.")
+@argument("--out", help="Store the answer (or parsed value) in this variable.")
+def _cell_options() -> None:
+    """%%clarifai [options]: ask a Clarifai-hosted model; the cell body is the prompt."""
+
+
+CELL_PARSER: MagicArgumentParser = _cell_options.parser  # type: ignore[attr-defined]
+
+
+def _split(line: str) -> list[str]:
+    try:
+        return shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"Could not read the options ({exc}). Check the quotes.") from None
+
+
+def split_line_prompt(line: str) -> tuple[list[str], str]:
+    """Leading options of a one-line ``%clarifai`` and the prompt after them.
+
+    The prompt may hold apostrophes and dashes, so only the leading ``-x value`` pairs are
+    tokenised; ``--`` ends the options explicitly.
+    """
+    options: list[str] = []
+    rest = line.strip()
+    token = re.compile(r"(\"[^\"]*\"|'[^']*'|\S+)\s*")
+    takes_value = {
+        opt
+        for action in CELL_PARSER._actions
+        if action.nargs != 0
+        for opt in action.option_strings
+    }
+    while rest.startswith("-"):
+        match = token.match(rest)
+        assert match is not None
+        word = match.group(1)
+        rest = rest[match.end() :]
+        if word == "--":
+            break
+        options.append(word)
+        if word in takes_value:
+            value = token.match(rest)
+            if value is None:
+                raise UsageError(f"Option {word} needs a value.")
+            options.append(value.group(1))
+            rest = rest[value.end() :]
+    return _split(" ".join(options)), rest
+
+
+def _subparser(name: str, description: str) -> MagicArgumentParser:
+    return MagicArgumentParser(prog=f"%clarifai {name}", description=description, add_help=False)
+
+
+@magics_class
+class ClarifaiMagics(Magics):
+    """``%%clarifai`` and ``%clarifai``; settings via ``%config ClarifaiMagics.<name> = ...``."""
+
+    default_model = Unicode(
+        "", help="Model used when a cell gives no -m (else CLARIFAI_MODEL, else gpt-4o)."
+    ).tag(config=True)
+    display_mode = Enum(
+        ["auto", "cell", "terminal"],
+        "auto",
+        help="'cell': live Markdown display; 'terminal': plain text; 'auto': by frontend.",
+    ).tag(config=True)
+    max_history = Int(
+        None, allow_none=True, help="Most history messages sent with a question."
+    ).tag(config=True)
+    max_history_tokens = Int(
+        None, allow_none=True, help="Approximate token budget for history sent."
+    ).tag(config=True)
+    aliases = Dict(help="Model aliases, NAME -> model.").tag(config=True)
+
+    def __init__(self, shell: Any, session: Session | None = None) -> None:
+        super().__init__(shell)
+        self.session = session or Session(notebook_key=self._notebook_key)
+        self.session_tools: list[str] = []
+        self._sync_settings()
+        self.commands: dict[str, Callable[[str], Any]] = {
+            "help": self.cmd_help,
+            "login": self.cmd_login,
+            "logout": self.cmd_logout,
+            "models": self.cmd_models,
+            "alias": self.cmd_alias,
+            "tools": self.cmd_tools,
+            "history": self.cmd_history,
+            "reset": self.cmd_reset,
+            "undo": self.cmd_undo,
+            "chats": self.cmd_chats,
+            "fork": self.cmd_fork,
+            "usage": self.cmd_usage,
+        }
+
+    def _notebook_key(self) -> str:
+        from .history import notebook_key
+
+        return notebook_key(self.shell.user_ns, os.environ, os.getcwd())
+
+    def _sync_settings(self) -> None:
+        settings: Settings = self.session.settings
+        settings.default_model = self.default_model
+        settings.max_history = self.max_history
+        settings.max_history_tokens = self.max_history_tokens
+        settings.aliases.update(self.aliases)
+
+    # -- the magic ------------------------------------------------------------------------
+    @line_cell_magic
+    def clarifai(self, line: str, cell: str | None = None) -> None:
+        """Ask a Clarifai-hosted model. `%clarifai help` lists options and commands."""
+        self._sync_settings()
+        try:
+            if cell is None:
+                word, _, rest = line.strip().partition(" ")
+                if word in self.commands:
+                    self.commands[word](rest.strip())
+                    return
+                argv, prompt = split_line_prompt(line)
+            else:
+                argv, prompt = _split(line), cell
+            args = CELL_PARSER.parse_args(argv)
+            self._ask(args, prompt)
+        except (SessionError, ModelNameError) as exc:
+            self._say_error(str(exc))
+
+    def _say_error(self, message: str) -> None:
+        print(message, file=sys.stderr)
+
+    def _ask(self, args: Any, prompt: str) -> None:
+        prompt = prompt.strip()
+        if not prompt:
+            raise UsageError("The prompt is empty: write the question in the cell under %%clarifai.")
+        if not args.no_interpolate:
+            prompt = interpolate(prompt, self.shell.user_ns)
+        ask = Ask(
+            content=prompt,
+            model=args.model,
+            system=args.system,
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            chat=args.chat,
+            new_chat=args.new,
+            use_history=not args.no_history,
+            tools=self._tools(args.tools),
+            max_rounds=args.max_rounds,
+        )
+        fmt = args.format
+        transcript = self.session.ask(ask, lambda: self._view(fmt), confirm=self._confirm)
+        self._after(args, transcript)
+
+    def _view(self, fmt: str) -> CellView | TerminalView:
+        mode = self.display_mode
+        if mode == "auto":
+            mode = "cell" if "ZMQ" in type(self.shell).__name__ else "terminal"
+        return CellView(fmt) if mode == "cell" else TerminalView()
+
+    def _after(self, args: Any, transcript: Transcript) -> None:
+        answer = transcript.answer
+        if transcript.partial or not answer:
+            return
+        value: Any = answer
+        if args.format == "code":
+            value = strip_code_fences(answer)
+            self.shell.set_next_input(value, replace=False)
+        elif args.format == "json":
+            from .structured import parse_json_answer
+
+            parsed = parse_json_answer(answer)
+            if parsed.errors:
+                self._say_error("The answer is not valid JSON: " + parsed.errors[0].message)
+                return
+            value = parsed.value
+        if args.out:
+            self.shell.user_ns[args.out] = value
+
+    def _tools(self, names: str) -> dict[str, Any]:
+        wanted = [n.strip() for n in names.split(",") if n.strip()] + self.session_tools
+        if not wanted:
+            return {}
+        from .tools import ToolDeclarationError, as_tool
+
+        tools: dict[str, Any] = {}
+        for name in dict.fromkeys(wanted):
+            if name not in self.shell.user_ns:
+                raise UsageError(f"No function named {name!r} in the notebook: define it, then run again.")
+            try:
+                spec = as_tool(self.shell.user_ns[name])
+            except ToolDeclarationError as exc:
+                raise UsageError(str(exc)) from None
+            tools[spec.name] = spec
+        return tools
+
+    def _confirm(self, tool: Any, arguments: dict[str, Any]) -> bool:
+        shown = json.dumps(arguments, ensure_ascii=False)
+        try:
+            answer = input(f"Run {tool.name}({shown})? [y/N] ")
+        except (EOFError, RuntimeError):
+            return False
+        return answer.strip().lower() in ("y", "yes")
+
+    # -- line commands --------------------------------------------------------------------
+    def cmd_help(self, rest: str) -> None:
+        """Show this help."""
+        lines = [CELL_PARSER.format_help().replace("usage: ", "usage: %%clarifai ", 1), "", "Commands:"]
+        for name, method in self.commands.items():
+            lines.append(f"  %clarifai {name:<8} {(method.__doc__ or '').strip().splitlines()[0]}")
+        lines.append("  %clarifai PROMPT   one-line question ('--' ends leading options;")
+        lines.append("                     end it with a space if it ends in '?', IPython's help mark)")
+        print("\n".join(lines))
+
+    def cmd_login(self, rest: str) -> None:
+        """Paste a Clarifai PAT for this session (not echoed, not saved)."""
+        pat = getpass.getpass("Clarifai PAT: ").strip()
+        if not pat:
+            self._say_error("No PAT entered; nothing changed.")
+            return
+        self.session.login_pat = Secret(pat)
+        creds = self.session.credentials()
+        print(f"Logged in for this session. Using the PAT from {creds.source}.")
+
+    def cmd_logout(self, rest: str) -> None:
+        """Forget a PAT given with %clarifai login."""
+        self.session.login_pat = None
+        print("Forgot the PAT from %clarifai login.")
+
+    def cmd_models(self, rest: str) -> None:
+        """List models (GET /models merged with the capability table)."""
+        listed: list[str] = []
+        note = ""
+        try:
+            creds = self.session.credentials()
+            listed = [m.id for m in self.session.client(creds).models.list()]
+        except SessionError:
+            note = "No PAT set, so this is the built-in table only."
+        except Exception as exc:  # the endpoint is undocumented: keep going without it
+            from .client import explain_error
+
+            note = "Could not list models from the server: " + explain_error(exc, "models")
+        rows = ["| model | alias | listed | image | tools | tool streaming |", "|---|---|---|---|---|---|"]
+        mark = {True: "✅", False: "—", None: "?"}
+        for info in merge_model_list(listed, self.session.settings.aliases):
+            caps = info.capabilities
+            rows.append(
+                f"| `{info.path}` | {', '.join(info.aliases)} | {'✅' if info.listed else ''} | "
+                f"{mark[caps.image_input if caps else None]} | {mark[caps.tools if caps else None]} | "
+                f"{mark[caps.tool_streaming if caps else None]} |"
+            )
+        self._print_markdown(("\n\n" + note + "\n\n" if note else "") + "\n".join(rows))
+
+    def cmd_alias(self, rest: str) -> None:
+        """NAME MODEL | --remove NAME | (no args: list aliases)."""
+        parser = _subparser("alias", "Name a model.")
+        parser.add_argument("--remove", action="store_true")
+        parser.add_argument("name", nargs="?")
+        parser.add_argument("model", nargs="?")
+        args = parser.parse_args(_split(rest))
+        aliases = self.session.settings.aliases
+        if args.name is None:
+            print("\n".join(f"{k} -> {v}" for k, v in sorted(aliases.items())) or "No aliases yet.")
+        elif args.remove:
+            if aliases.pop(args.name, None) is None:
+                raise UsageError(f"There is no alias {args.name!r}.")
+            self.aliases.pop(args.name, None)
+            print(f"Removed alias {args.name}.")
+        elif args.model is None:
+            raise UsageError("Usage: %clarifai alias NAME MODEL")
+        else:
+            check_alias_name(args.name)
+            target = self.session.resolve_model(args.model)
+            aliases[args.name] = target
+            self.aliases = {**self.aliases, args.name: target}
+            print(f"{args.name} -> {short_path(target)}")
+
+    def cmd_tools(self, rest: str) -> None:
+        """add F G | remove F | list | show F: tools offered to every cell."""
+        action, _, names = rest.partition(" ")
+        names_list = names.replace(",", " ").split()
+        if action == "add":
+            self._tools(",".join(names_list))  # declare-time errors show now
+            self.session_tools += [n for n in names_list if n not in self.session_tools]
+            print("Session tools: " + ", ".join(self.session_tools))
+        elif action == "remove":
+            self.session_tools = [n for n in self.session_tools if n not in names_list]
+            print("Session tools: " + (", ".join(self.session_tools) or "none"))
+        elif action in ("", "list"):
+            print("Session tools: " + (", ".join(self.session_tools) or "none"))
+        elif action == "show":
+            from .tools import describe_schema
+
+            for name, spec in self._tools(",".join(names_list)).items():
+                print(f"{name}:\n{describe_schema(spec)}")
+        else:
+            raise UsageError("Usage: %clarifai tools add F G | remove F | list | show F")
+
+    def _chat_arg(self, rest: str, command: str) -> str:
+        words = _split(rest)
+        if len(words) > 1:
+            raise UsageError(f"Usage: %clarifai {command} [NAME]")
+        return words[0] if words else MAIN_CHAT
+
+    def _existing(self, name: str) -> Any:
+        conv = self.session.conversation(name, create=False)
+        if conv is None:
+            raise UsageError(f"There is no conversation {name!r} in this notebook; see %clarifai chats.")
+        return conv
+
+    def cmd_history(self, rest: str) -> None:
+        """[NAME]: show a conversation, tool calls included."""
+        conv = self._existing(self._chat_arg(rest, "history"))
+        self._print_markdown(history_markdown(conv.name, self.session.store.messages(conv)))
+
+    def cmd_reset(self, rest: str) -> None:
+        """[NAME]: forget a conversation's messages."""
+        name = self._chat_arg(rest, "reset")
+        removed = self.session.store.reset(self._existing(name))
+        print(f"Conversation {name!r} reset ({removed} messages removed).")
+
+    def cmd_undo(self, rest: str) -> None:
+        """[NAME]: drop the last exchange."""
+        name = self._chat_arg(rest, "undo")
+        removed = self.session.store.undo(self._existing(name))
+        print(f"Removed the last exchange of {name!r} ({removed} messages)." if removed else "Nothing to undo.")
+
+    def cmd_chats(self, rest: str) -> None:
+        """List this notebook's conversations."""
+        rows = ["| conversation | messages | last used | system prompt |", "|---|---|---|---|"]
+        for chat in self.session.store.chats(self.session.notebook_key()):
+            system = (chat.system_prompt or "").replace("|", "\\|")[:60]
+            rows.append(f"| {chat.name} | {chat.message_count} | {_when(chat.last_used)} | {system} |")
+        self._print_markdown("\n".join(rows) if len(rows) > 2 else "No conversations yet.")
+
+    def cmd_fork(self, rest: str) -> None:
+        """NEW [--from NAME]: copy a conversation under a new name."""
+        parser = _subparser("fork", "Copy a conversation.")
+        parser.add_argument("new")
+        parser.add_argument("--from", dest="source", default=MAIN_CHAT)
+        args = parser.parse_args(_split(rest))
+        self.session.store.fork(self._existing(args.source), args.new)
+        print(f"Forked {args.source!r} into {args.new!r}; use --chat {args.new} to continue it.")
+
+    def cmd_usage(self, rest: str) -> None:
+        """Tokens used per conversation and model."""
+        rows = ["| conversation | model | tokens in | tokens out |", "|---|---|---|---|"]
+        for row in self.session.store.usage(self.session.notebook_key()):
+            rows.append(
+                f"| {row.conversation} | `{short_path(row.model or '?')}` | "
+                f"{row.prompt_tokens or 0} | {row.completion_tokens or 0} |"
+            )
+        self._print_markdown("\n".join(rows) if len(rows) > 2 else "No usage recorded yet.")
+
+    def _print_markdown(self, text: str) -> None:
+        if "ZMQ" in type(self.shell).__name__ or self.display_mode == "cell":
+            display(Markdown(text))
+        else:
+            print(text)
+
+
+def _when(timestamp: float | None) -> str:
+    if not timestamp:
+        return ""
+    import datetime
+
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")

@@ -1,0 +1,192 @@
+"""A notebook's session with Clarifai: credentials, client, conversations, tools, asking.
+
+This is the one place that turns "ask this, in this conversation, with these options" into a turn:
+it builds the messages from the stored conversation, commits the user message before the request
+goes out, runs the turn through the engine and commits what came back. The ``%%clarifai`` magic
+(and any other view) parses its input into an :class:`Ask` and calls :meth:`Session.ask`. No
+IPython here: the user namespace and the notebook key are handed in.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .config import NO_PAT_MESSAGE, Credentials, Secret, find_credentials
+from .engine import ConfirmCallback, Transcript, TurnOptions, TurnView, run_turn
+from .models import DEFAULT_MODEL, capabilities, resolve_model
+
+if TYPE_CHECKING:
+    import openai
+
+    from .store import Conversation, Store
+    from .tools import Tool, ToolRunner
+
+MAIN_CHAT = "main"
+
+
+class SessionError(Exception):
+    """A problem the user must fix before the request can go out (one clear paragraph)."""
+
+
+@dataclass
+class Ask:
+    """One question, as parsed from a cell or typed in a chat panel."""
+
+    content: str | list[dict[str, Any]]
+    model: str | None = None
+    system: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    chat: str = MAIN_CHAT
+    new_chat: bool = False
+    use_history: bool = True
+    tools: Mapping[str, Tool] = field(default_factory=dict)
+    max_rounds: int = 10
+    response_format: dict[str, Any] | None = None
+    response_format_fallback: str | None = None
+
+
+@dataclass
+class Settings:
+    default_model: str = ""
+    max_history: int | None = None
+    max_history_tokens: int | None = None
+    max_retries: int = 3
+    aliases: dict[str, str] = field(default_factory=dict)
+
+
+class Session:
+    def __init__(
+        self,
+        notebook_key: Callable[[], str],
+        settings: Settings | None = None,
+        environ: Mapping[str, str] | None = None,
+        store_path: str | None = None,
+    ) -> None:
+        self.notebook_key = notebook_key
+        self.settings = settings or Settings()
+        self.environ = environ
+        self.login_pat: Secret | None = None
+        self._store_path = store_path
+        self._store: Store | None = None
+        self._client: tuple[tuple[str, str], openai.OpenAI] | None = None
+        self._runner: ToolRunner | None = None
+        self._lock = threading.Lock()
+
+    # -- pieces, made on first use -------------------------------------------------------
+    def credentials(self) -> Credentials:
+        creds = find_credentials(self.environ, login_pat=self.login_pat)
+        if creds is None:
+            raise SessionError(NO_PAT_MESSAGE)
+        return creds
+
+    def client(self, creds: Credentials) -> openai.OpenAI:
+        from .client import make_client
+
+        key = (creds.base_url, creds.pat.reveal())
+        if self._client is None or self._client[0] != key:
+            self._client = (key, make_client(creds, max_retries=self.settings.max_retries))
+        return self._client[1]
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            from .store import Store
+
+            self._store = Store(self._store_path)
+        return self._store
+
+    @property
+    def runner(self) -> ToolRunner:
+        if self._runner is None:
+            from .tools import ToolRunner
+
+            self._runner = ToolRunner()
+        return self._runner
+
+    def resolve_model(self, name: str | None) -> str:
+        env = os.environ if self.environ is None else self.environ
+        chosen = name or self.settings.default_model or env.get("CLARIFAI_MODEL") or DEFAULT_MODEL
+        return resolve_model(chosen, self.settings.aliases)
+
+    def conversation(self, name: str = MAIN_CHAT, *, create: bool = True) -> Conversation | None:
+        return self.store.conversation(self.notebook_key(), name, create=create)
+
+    # -- asking ---------------------------------------------------------------------------
+    def build_messages(self, ask: Ask, conv: Conversation | None) -> list[dict[str, Any]]:
+        from .history import trim
+
+        messages: list[dict[str, Any]] = []
+        system = ask.system if ask.system is not None else (conv.system_prompt if conv else None)
+        if system:
+            messages.append({"role": "system", "content": system})
+        if conv is not None:
+            messages.extend(m.message for m in self.store.messages(conv))
+        messages.append({"role": "user", "content": ask.content})
+        return trim(
+            messages,
+            max_messages=self.settings.max_history,
+            max_tokens=self.settings.max_history_tokens,
+        )
+
+    def ask(
+        self,
+        ask: Ask,
+        view_factory: Callable[[], TurnView],
+        *,
+        confirm: ConfirmCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Transcript:
+        """Run one turn; raise :class:`SessionError` before anything is sent if it can't start."""
+        model = self.resolve_model(ask.model)
+        creds = self.credentials()
+        client = self.client(creds)
+        caps = capabilities(model)
+        conv = None
+        if ask.use_history:
+            conv = self.conversation(ask.chat)
+            assert conv is not None
+            if ask.new_chat:
+                self.store.reset(conv)
+            if ask.system is not None and ask.system != conv.system_prompt:
+                self.store.set_system_prompt(conv, ask.system)
+        messages = self.build_messages(ask, conv)
+        if conv is not None:
+            self.store.append(conv, [messages[-1]], model=model)
+
+        def save(new: list[dict[str, Any]], partial: bool, usage: Any) -> None:
+            if conv is not None:
+                counts = (usage.prompt_tokens, usage.completion_tokens) if usage else None
+                self.store.append(conv, new, partial=partial, model=model, usage=counts)
+
+        options = TurnOptions(
+            model=model,
+            temperature=ask.temperature,
+            max_tokens=ask.max_tokens,
+            tools=ask.tools,
+            max_rounds=ask.max_rounds,
+            tool_streaming=caps.tool_streaming if caps else True,
+            response_format=ask.response_format,
+            response_format_fallback=ask.response_format_fallback,
+        )
+        return run_turn(
+            client,
+            messages,
+            options,
+            view_factory(),
+            credentials=creds,
+            runner=self.runner if ask.tools else None,
+            confirm=confirm,
+            on_messages=save,
+            cancel=cancel,
+        )
+
+    def close(self) -> None:
+        if self._runner is not None:
+            self._runner.close()
+        if self._store is not None:
+            self._store.close()

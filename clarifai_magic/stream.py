@@ -1,0 +1,286 @@
+"""Turning streamed chat-completion chunks into events and a finished reply.
+
+Pure and incremental: :class:`StreamAccumulator` is fed one chunk at a time (the objects the
+``openai`` client yields, or anything with the same attributes) and returns the events that chunk
+produced. It copes with the shapes real servers send: an empty first chunk, ``choices == []`` or
+``choices is None``, usage on a trailing chunk or on the finish chunk, tool calls split across
+chunks and interleaved by index, reasoning as ``reasoning_content`` or as ``<think>`` tags in the
+content, and Clarifai runner errors that arrive as a chunk with ``code``/``description`` fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+
+
+@dataclass
+class ToolCall:
+    """One tool call requested by the model, arguments as the raw JSON text it sent."""
+
+    id: str
+    name: str
+    arguments: str = ""
+    index: int = 0
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    @property
+    def total_tokens(self) -> int | None:
+        if self.prompt_tokens is None and self.completion_tokens is None:
+            return None
+        return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
+
+
+# Events, in the order a view needs them.
+@dataclass
+class TextDelta:
+    text: str
+
+
+@dataclass
+class ReasoningDelta:
+    text: str
+
+
+@dataclass
+class ToolCallStarted:
+    index: int
+    id: str
+    name: str
+
+
+@dataclass
+class ToolCallArguments:
+    index: int
+    fragment: str
+
+
+@dataclass
+class UsageReported:
+    usage: Usage
+
+
+@dataclass
+class Finished:
+    reason: str | None
+
+
+@dataclass
+class StreamFailed:
+    """An error the server reported inside an HTTP 200 stream."""
+
+    message: str
+
+
+Event = (
+    TextDelta
+    | ReasoningDelta
+    | ToolCallStarted
+    | ToolCallArguments
+    | UsageReported
+    | Finished
+    | StreamFailed
+)
+
+
+@dataclass
+class Reply:
+    """Everything one streamed (or non-streamed) model response amounted to."""
+
+    text: str = ""
+    reasoning: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    error: str | None = None
+
+
+def _get(obj: Any, name: str) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _extra(obj: Any, name: str) -> Any:
+    """A field the typed model does not declare (pydantic keeps those in ``model_extra``)."""
+    value = _get(obj, name)
+    if value is None:
+        extra = getattr(obj, "model_extra", None) or {}
+        value = extra.get(name)
+    return value
+
+
+class _ThinkSplitter:
+    """Splits ``<think>...</think>`` out of content deltas, even when a tag spans two chunks."""
+
+    def __init__(self) -> None:
+        self.inside = False
+        self.pending = ""
+
+    def feed(self, text: str) -> list[tuple[bool, str]]:
+        """Return (is_reasoning, text) pieces; holds back a possible partial tag."""
+        text = self.pending + text
+        self.pending = ""
+        pieces: list[tuple[bool, str]] = []
+        while text:
+            tag = THINK_CLOSE if self.inside else THINK_OPEN
+            at = text.find(tag)
+            if at >= 0:
+                if at:
+                    pieces.append((self.inside, text[:at]))
+                text = text[at + len(tag) :]
+                self.inside = not self.inside
+                continue
+            keep = _partial_suffix(text, tag)
+            if keep:
+                self.pending = text[-keep:]
+                text = text[:-keep]
+            if text:
+                pieces.append((self.inside, text))
+            break
+        return pieces
+
+    def flush(self) -> list[tuple[bool, str]]:
+        pending, self.pending = self.pending, ""
+        return [(self.inside, pending)] if pending else []
+
+
+def _partial_suffix(text: str, tag: str) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of ``tag``."""
+    for size in range(min(len(tag) - 1, len(text)), 0, -1):
+        if tag.startswith(text[-size:]):
+            return size
+    return 0
+
+
+class StreamAccumulator:
+    """Feed chunks in; read events out and the finished :class:`Reply` at the end."""
+
+    def __init__(self) -> None:
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+        self._calls: dict[int, ToolCall] = {}
+        self._think = _ThinkSplitter()
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self.error: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self._text)
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(self._reasoning)
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        return [self._calls[i] for i in sorted(self._calls)]
+
+    def feed(self, chunk: Any) -> list[Event]:
+        events: list[Event] = []
+        choices = _get(chunk, "choices")
+        if choices is None:
+            # Clarifai's runner reports failures as a bare {"code", "description", "details"}.
+            description = _extra(chunk, "description")
+            if description or _extra(chunk, "code"):
+                details = _extra(chunk, "details")
+                self.error = f"{description or 'Model error'}" + (f": {details}" if details else "")
+                events.append(StreamFailed(self.error))
+        for choice in choices or ():
+            delta = _get(choice, "delta")
+            if delta is not None:
+                self._feed_delta(delta, events)
+            reason = _get(choice, "finish_reason")
+            if reason:
+                self.finish_reason = reason
+                events.extend(self._flush_think())
+                events.append(Finished(reason))
+        usage = _get(chunk, "usage")
+        if usage is not None:
+            self.usage = Usage(_get(usage, "prompt_tokens"), _get(usage, "completion_tokens"))
+            events.append(UsageReported(self.usage))
+        return events
+
+    def _feed_delta(self, delta: Any, events: list[Event]) -> None:
+        reasoning = _get(delta, "reasoning_content") or _extra(delta, "reasoning")
+        if reasoning:
+            self._reasoning.append(reasoning)
+            events.append(ReasoningDelta(reasoning))
+        content = _get(delta, "content")
+        if content:
+            for is_reasoning, piece in self._think.feed(content):
+                self._emit(is_reasoning, piece, events)
+        for call in _get(delta, "tool_calls") or ():
+            self._feed_tool_call(call, events)
+
+    def _emit(self, is_reasoning: bool, piece: str, events: list[Event]) -> None:
+        if is_reasoning:
+            self._reasoning.append(piece)
+            events.append(ReasoningDelta(piece))
+        else:
+            self._text.append(piece)
+            events.append(TextDelta(piece))
+
+    def _flush_think(self) -> list[Event]:
+        events: list[Event] = []
+        for is_reasoning, piece in self._think.flush():
+            self._emit(is_reasoning, piece, events)
+        return events
+
+    def _feed_tool_call(self, delta: Any, events: list[Event]) -> None:
+        index = _get(delta, "index")
+        if index is None:
+            index = len(self._calls)
+        function = _get(delta, "function")
+        name = _get(function, "name") if function is not None else None
+        fragment = _get(function, "arguments") if function is not None else None
+        call = self._calls.get(index)
+        if call is None:
+            call = ToolCall(id=_get(delta, "id") or f"call_{index}", name=name or "", index=index)
+            self._calls[index] = call
+            events.append(ToolCallStarted(index, call.id, call.name))
+        elif name and not call.name:
+            call.name = name
+        if fragment:
+            call.arguments += fragment
+            events.append(ToolCallArguments(index, fragment))
+
+    def feed_completion(self, completion: Any) -> list[Event]:
+        """Feed a non-streamed ``chat.completion``: its message is read as one big delta."""
+        events: list[Event] = []
+        for choice in _get(completion, "choices") or ():
+            message = _get(choice, "message")
+            if message is not None:
+                self._feed_delta(message, events)
+            self.finish_reason = _get(choice, "finish_reason") or self.finish_reason
+        events.extend(self._flush_think())
+        events.append(Finished(self.finish_reason))
+        usage = _get(completion, "usage")
+        if usage is not None:
+            self.usage = Usage(_get(usage, "prompt_tokens"), _get(usage, "completion_tokens"))
+            events.append(UsageReported(self.usage))
+        return events
+
+    def finish(self) -> Reply:
+        """Close the stream: flush a held-back partial tag and return the reply so far."""
+        self._flush_think()
+        return self.reply()
+
+    def reply(self) -> Reply:
+        return Reply(
+            text=self.text,
+            reasoning=self.reasoning,
+            tool_calls=self.tool_calls,
+            usage=self.usage,
+            finish_reason=self.finish_reason,
+            error=self.error,
+        )

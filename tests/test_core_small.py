@@ -1,0 +1,143 @@
+"""Pure pieces: prompt interpolation, model naming, credentials lookup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clarifai_magic.config import NO_PAT_MESSAGE, Secret, find_credentials, redact
+from clarifai_magic.models import (
+    ModelNameError,
+    capabilities,
+    merge_model_list,
+    model_id,
+    resolve_model,
+)
+from clarifai_magic.prompt import interpolate, strip_code_fences
+
+
+class Frame:
+    shape = (3, 4)
+    _secret = "hidden"
+
+
+NS = {"df_name": "sales", "df": Frame(), "In": ["", "x = 1", "x + 1"], "Out": {2: 2}, "d": {"k": "v"}, "n": 3.14159}
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("Explain {df_name}'s columns.", "Explain sales's columns."),
+        ("shape {df.shape}", "shape (3, 4)"),
+        ("cell {In[1]} gave {Out[2]}", "cell x = 1 gave 2"),
+        ("key {d['k']} and {d[\"k\"]}", "key v and v"),
+        ("pi is {n:.2f}", "pi is 3.14"),
+        ("unknown {nope} stays", "unknown {nope} stays"),
+        ("escaped {{df_name}} stays", "escaped {{df_name}} stays"),
+        ('json {"a": 1} stays', 'json {"a": 1} stays'),
+        ("code {df_name + 'x'} stays", "code {df_name + 'x'} stays"),
+        ("private {df._secret} stays", "private {df._secret} stays"),
+        ("dunder {df.__class__} stays", "dunder {df.__class__} stays"),
+        ("missing index {In[99]} stays", "missing index {In[99]} stays"),
+    ],
+)
+def test_interpolate(template: str, expected: str) -> None:
+    assert interpolate(template, NS) == expected
+
+
+def test_strip_code_fences() -> None:
+    assert strip_code_fences("Here:\n```python\nprint(1)\n```\nDone") == "print(1)"
+    assert strip_code_fences("print(2)") == "print(2)"
+    assert strip_code_fences("```\nunclosed") == "unclosed"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "https://clarifai.com/openai/chat-completion/models/gpt-4o",
+        "openai/chat-completion/models/gpt-4o",
+        "gpt-4o",
+        "fast",
+    ],
+)
+def test_model_names_resolve_to_the_full_url(name: str) -> None:
+    url = resolve_model(name, {"fast": "openai/chat-completion/models/gpt-4o"})
+    assert url == "https://clarifai.com/openai/chat-completion/models/gpt-4o"
+
+
+def test_versioned_model_keeps_version_and_capabilities() -> None:
+    url = resolve_model("qwen/qwenLM/models/Qwen3-14B/versions/abc123")
+    assert url.endswith("/versions/abc123")
+    assert capabilities(url).tools is True
+    assert model_id(url) == "Qwen3-14B"
+
+
+def test_unknown_model_message_says_what_to_do() -> None:
+    with pytest.raises(ModelNameError, match="%clarifai models"):
+        resolve_model("not a model")
+
+
+def test_capability_table_matches_published_list() -> None:
+    assert capabilities("xai/chat-completion/models/grok-3").image_input is False
+    assert capabilities("qwen/qwen-VL/models/Qwen2_5-VL-7B-Instruct").tools is False
+    assert capabilities("someone/app/models/unknown") is None
+
+
+def test_model_list_merges_server_table_and_aliases() -> None:
+    rows = merge_model_list(
+        ["https://clarifai.com/me/app/models/custom", "openai/chat-completion/models/gpt-4o"],
+        {"g": "gpt-4o"},
+    )
+    by_path = {r.path: r for r in rows}
+    assert by_path["me/app/models/custom"].listed and by_path["me/app/models/custom"].capabilities is None
+    assert by_path["openai/chat-completion/models/gpt-4o"].aliases == ("g",)
+    assert not by_path["anthropic/completion/models/claude-sonnet-4"].listed
+
+
+def write_config(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "config"
+    path.write_text(body)
+    return path
+
+
+def test_pat_from_environment_first(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, "current_context: a\ncontexts:\n  a:\n    env:\n      CLARIFAI_PAT: from-file\n")
+    creds = find_credentials({"CLARIFAI_PAT": "from-env"}, cfg)
+    assert creds.pat.reveal() == "from-env"
+    assert creds.base_url == "https://api.clarifai.com/v2/ext/openai/v1"
+
+
+def test_pat_and_host_from_cli_config_current_context(tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path,
+        "current_context: work\ncontexts:\n  default:\n    env:\n      CLARIFAI_PAT: wrong\n"
+        "  work:\n    env:\n      CLARIFAI_PAT: right\n      CLARIFAI_API_BASE: https://api.example.test\n",
+    )
+    creds = find_credentials({}, cfg)
+    assert creds.pat.reveal() == "right"
+    assert creds.base_url == "https://api.example.test/v2/ext/openai/v1"
+    assert "config" in creds.source
+
+
+def test_pat_short_key_and_envvar_indirection(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, "current_context: default\ncontexts:\n  default:\n    pat: short-key\n")
+    assert find_credentials({}, cfg).pat.reveal() == "short-key"
+    cfg = write_config(tmp_path, "current_context: default\ncontexts:\n  default:\n    env:\n      CLARIFAI_PAT: ENVVAR\n")
+    assert find_credentials({}, cfg) is None
+
+
+def test_login_pat_is_last_and_no_pat_is_none(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    assert find_credentials({}, missing) is None
+    creds = find_credentials({}, missing, login_pat=Secret("typed"))
+    assert creds.source == "%clarifai login"
+    assert "CLARIFAI_PAT" in NO_PAT_MESSAGE and "%clarifai login" in NO_PAT_MESSAGE
+
+
+def test_secret_never_shows_itself() -> None:
+    secret = Secret("pat-123456")
+    creds = find_credentials({"CLARIFAI_PAT": "pat-123456"}, Path("/nonexistent"))
+    for text in (repr(secret), str(secret), f"{secret}", repr(creds)):
+        assert "pat-123456" not in text
+    assert redact("token pat-123456 leaked", secret) == "token ******** leaked"

@@ -1,0 +1,317 @@
+"""Images to content parts: every accepted kind, downscaling, passthrough and errors."""
+
+from __future__ import annotations
+
+import base64
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, features
+
+from clarifai_magic.media import MediaError, image_part, user_content
+
+MEDIA_PY = Path(__file__).resolve().parents[1] / "clarifai_magic" / "media.py"
+
+
+def encoded(img: Image.Image, fmt: str) -> bytes:
+    out = io.BytesIO()
+    img.save(out, format=fmt)
+    return out.getvalue()
+
+
+def decode(part: dict) -> tuple[str, bytes]:
+    """The MIME type and bytes inside a data-URL image part (checking the part's shape)."""
+    assert part["type"] == "image_url"
+    url = part["image_url"]["url"]
+    header, payload = url.split(",", 1)
+    assert header.startswith("data:") and header.endswith(";base64")
+    return header[5:-7], base64.b64decode(payload)
+
+
+def decode_image(part: dict) -> tuple[str, Image.Image]:
+    mime, data = decode(part)
+    return mime, Image.open(io.BytesIO(data))
+
+
+# ---------------------------------------------------------------- PIL images
+
+
+def test_pil_rgb_image_becomes_jpeg_data_url_of_same_size():
+    img = Image.new("RGB", (40, 30), (200, 10, 10))
+    part = image_part(img)
+    assert set(part) == {"type", "image_url"} and set(part["image_url"]) == {"url"}
+    mime, sent = decode_image(part)
+    assert mime == "image/jpeg" and sent.format == "JPEG"
+    assert sent.size == (40, 30)
+    r, g, b = sent.convert("RGB").getpixel((20, 15))
+    assert abs(r - 200) < 8 and g < 20 and b < 20
+
+
+def test_pil_image_with_alpha_becomes_png_keeping_transparency():
+    img = Image.new("RGBA", (10, 10), (0, 255, 0, 0))
+    mime, sent = decode_image(image_part(img))
+    assert mime == "image/png"
+    assert sent.convert("RGBA").getpixel((5, 5)) == (0, 255, 0, 0)
+
+
+def test_pil_image_loaded_from_png_stays_png(tmp_path):
+    path = tmp_path / "chart.png"
+    Image.new("RGB", (12, 8), (1, 2, 3)).save(path)
+    with Image.open(path) as img:
+        mime, sent = decode_image(image_part(img))
+    assert mime == "image/png"
+    assert sent.getpixel((0, 0)) == (1, 2, 3)
+
+
+def test_large_pil_image_is_downscaled_without_touching_the_callers_image():
+    img = Image.new("RGB", (400, 100), "white")
+    mime, sent = decode_image(image_part(img, max_side=100))
+    assert sent.size == (100, 25)
+    assert img.size == (400, 100)
+
+
+def test_default_max_side_is_1568():
+    mime, sent = decode_image(image_part(Image.new("L", (10, 2000))))
+    assert max(sent.size) == 1568
+    assert sent.size[0] < 10
+
+
+def test_palette_image_with_transparency_is_sent_as_png():
+    img = Image.new("P", (8, 8), 0)
+    img.info["transparency"] = 0
+    mime, sent = decode_image(image_part(img))
+    assert mime == "image/png"
+    assert sent.convert("RGBA").getpixel((0, 0))[3] == 0
+
+
+# ---------------------------------------------------------------- NumPy arrays
+
+
+def test_numpy_rgb_array_becomes_jpeg_with_width_and_height_from_shape():
+    arr = np.zeros((20, 30, 3), dtype=np.uint8)
+    arr[..., 2] = 255
+    mime, sent = decode_image(image_part(arr))
+    assert mime == "image/jpeg"
+    assert sent.size == (30, 20)
+    r, g, b = sent.convert("RGB").getpixel((15, 10))
+    assert r < 10 and g < 10 and b > 245
+
+
+def test_numpy_rgba_array_becomes_png_with_exact_pixels():
+    arr = np.zeros((4, 5, 4), dtype=np.uint8)
+    arr[1, 2] = (10, 20, 30, 128)
+    mime, sent = decode_image(image_part(arr))
+    assert mime == "image/png"
+    assert sent.size == (5, 4)
+    assert sent.getpixel((2, 1)) == (10, 20, 30, 128)
+
+
+@pytest.mark.parametrize("shape", [(6, 9), (6, 9, 1)])
+def test_numpy_grayscale_array_becomes_grayscale_image(shape):
+    arr = np.full(shape, 77, dtype=np.uint8)
+    mime, sent = decode_image(image_part(arr))
+    assert sent.mode == "L" and sent.size == (9, 6)
+    assert abs(sent.getpixel((4, 3)) - 77) < 3
+
+
+def test_large_numpy_array_is_downscaled():
+    arr = np.zeros((300, 60, 3), dtype=np.uint8)
+    mime, sent = decode_image(image_part(arr, max_side=150))
+    assert sent.size == (30, 150)
+
+
+def test_numpy_float_array_is_refused_with_the_conversion_to_use():
+    with pytest.raises(MediaError, match="uint8") as info:
+        image_part(np.zeros((4, 4, 3), dtype=np.float32))
+    assert "astype('uint8')" in str(info.value)
+
+
+@pytest.mark.parametrize("shape", [(4, 4, 2), (4,), (4, 4, 3, 1), (0, 4, 3)])
+def test_numpy_array_of_wrong_shape_is_refused_naming_its_shape(shape):
+    with pytest.raises(MediaError, match="H×W×3") as info:
+        image_part(np.zeros(shape, dtype=np.uint8))
+    assert "×".join(map(str, shape)) in str(info.value)
+
+
+# ---------------------------------------------------------------- bytes and files
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mime"),
+    [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("GIF", "image/gif"), ("WEBP", "image/webp")],
+)
+def test_small_image_bytes_pass_through_identical(fmt, mime):
+    if fmt == "WEBP" and not features.check("webp"):
+        pytest.skip("this Pillow build cannot write WEBP")
+    data = encoded(Image.new("RGB", (30, 20), (5, 6, 7)), fmt)
+    assert decode(image_part(data)) == (mime, data)
+    assert decode(image_part(bytearray(data))) == (mime, data)
+
+
+def test_large_png_bytes_are_downscaled_and_stay_png():
+    data = encoded(Image.new("RGB", (400, 100), (9, 9, 9)), "PNG")
+    mime, sent = decode_image(image_part(data, max_side=200))
+    assert mime == "image/png"
+    assert sent.size == (200, 50)
+
+
+def test_large_jpeg_bytes_are_downscaled_as_jpeg():
+    data = encoded(Image.new("RGB", (100, 500), (9, 9, 9)), "JPEG")
+    mime, sent = decode_image(image_part(data, max_side=250))
+    assert mime == "image/jpeg"
+    assert sent.size == (50, 250)
+
+
+def test_downscaled_phone_photo_keeps_its_exif_rotation():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: rotate 90° clockwise to display
+    out = io.BytesIO()
+    Image.new("RGB", (40, 20), "white").save(out, format="JPEG", exif=exif)
+    mime, sent = decode_image(image_part(out.getvalue(), max_side=30))
+    assert sent.size == (15, 30)
+    assert sent.getexif().get(0x0112, 1) == 1
+
+
+def test_other_formats_pillow_reads_are_converted():
+    data = encoded(Image.new("RGB", (16, 12), (250, 0, 0)), "BMP")
+    mime, sent = decode_image(image_part(data))
+    assert mime == "image/jpeg" and sent.size == (16, 12)
+
+
+def test_bytes_that_are_no_image_are_refused():
+    with pytest.raises(MediaError, match="not an image"):
+        image_part(b"hello, this is text")
+
+
+def test_local_path_as_str_or_pathlike_sends_the_file_bytes(tmp_path):
+    data = encoded(Image.new("RGB", (8, 8), (1, 1, 1)), "PNG")
+    path = tmp_path / "photo.png"
+    path.write_bytes(data)
+    assert decode(image_part(str(path))) == ("image/png", data)
+    assert decode(image_part(path)) == ("image/png", data)
+
+
+def test_large_local_file_is_downscaled(tmp_path):
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (640, 480), (100, 100, 100)).save(path)
+    mime, sent = decode_image(image_part(path, max_side=320))
+    assert mime == "image/jpeg" and sent.size == (320, 240)
+
+
+def test_missing_file_error_names_the_path(tmp_path):
+    missing = tmp_path / "nope.png"
+    with pytest.raises(MediaError, match="does not exist") as info:
+        image_part(str(missing))
+    assert str(missing) in str(info.value)
+
+
+def test_directory_is_refused(tmp_path):
+    with pytest.raises(MediaError, match="is a directory"):
+        image_part(tmp_path)
+
+
+def test_a_name_too_long_for_a_path_reads_as_missing():
+    with pytest.raises(MediaError, match="does not exist"):
+        image_part("x" * 5000)
+
+
+# ---------------------------------------------------------------- URLs, options, errors
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://samples.clarifai.com/metro-north.jpg",
+        "http://example.com/a.png",
+        "data:image/png;base64,iVBORw0KGgo=",
+    ],
+)
+def test_urls_pass_through_unchanged(url):
+    assert image_part(url) == {"type": "image_url", "image_url": {"url": url}}
+
+
+def test_detail_is_forwarded_and_checked():
+    part = image_part("https://example.com/a.png", detail="low")
+    assert part == {
+        "type": "image_url",
+        "image_url": {"url": "https://example.com/a.png", "detail": "low"},
+    }
+    with pytest.raises(MediaError, match="auto, low, high"):
+        image_part("https://example.com/a.png", detail="medium")
+
+
+def test_max_side_must_be_positive():
+    with pytest.raises(MediaError, match="at least 1"):
+        image_part(Image.new("RGB", (2, 2)), max_side=0)
+
+
+@pytest.mark.parametrize("obj", [42, {"url": "x"}, None])
+def test_unsupported_objects_list_what_is_accepted(obj):
+    with pytest.raises(MediaError) as info:
+        image_part(obj)
+    message = str(info.value)
+    assert "PIL image" in message and "NumPy array" in message and "URL" in message
+
+
+def test_media_error_is_a_value_error():
+    assert issubclass(MediaError, ValueError)
+
+
+# ---------------------------------------------------------------- without Pillow
+
+
+@pytest.fixture
+def no_pillow(monkeypatch):
+    """Behave as if Pillow were not installed (`from PIL import ...` raises ImportError)."""
+    monkeypatch.setitem(sys.modules, "PIL", None)
+
+
+def test_without_pillow_numpy_arrays_ask_for_pillow(no_pillow):
+    with pytest.raises(MediaError, match="pip install pillow"):
+        image_part(np.zeros((4, 4, 3), dtype=np.uint8))
+
+
+def test_without_pillow_known_bytes_are_sent_as_they_are(monkeypatch):
+    data = encoded(Image.new("RGB", (400, 100)), "PNG")
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    assert decode(image_part(data, max_side=100)) == ("image/png", data)
+
+
+def test_without_pillow_unknown_bytes_are_refused_mentioning_pillow(no_pillow):
+    with pytest.raises(MediaError, match="pip install pillow"):
+        image_part(b"BM not really a bitmap")
+
+
+def test_importing_media_imports_neither_pillow_nor_numpy():
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('media', {str(MEDIA_PY)!r})\n"
+        "media = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(media)\n"
+        "media.image_part('https://example.com/a.png')\n"
+        "print('PIL' in sys.modules, 'numpy' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.split() == ["False", "False"]
+
+
+# ---------------------------------------------------------------- user content
+
+
+def test_user_content_is_plain_text_without_images():
+    assert user_content("Describe it", []) == "Describe it"
+
+
+def test_user_content_puts_text_first_then_images():
+    part = image_part("https://example.com/a.png")
+    assert user_content("What is this?", [part, part]) == [
+        {"type": "text", "text": "What is this?"},
+        part,
+        part,
+    ]

@@ -70,8 +70,18 @@ def _is_connection_error(exc: BaseException) -> bool:
     )
 
 
-def explain_error(exc: BaseException, model: str, credentials: Credentials | None = None) -> str:
-    """One paragraph saying what went wrong and what to do about it; never contains the PAT."""
+def explain_error(
+    exc: BaseException,
+    model: str,
+    credentials: Credentials | None = None,
+    *,
+    mid_stream: bool = False,
+) -> str:
+    """One paragraph saying what went wrong and what to do about it; never contains the PAT.
+
+    ``mid_stream`` says part of the answer had already arrived, which turns a connection error
+    into "the connection dropped" rather than "could not reach".
+    """
     import openai
 
     detail = _server_detail(exc)
@@ -106,7 +116,15 @@ def explain_error(exc: BaseException, model: str, credentials: Credentials | Non
     elif isinstance(exc, openai.APIStatusError):
         text = f"Clarifai refused the request (HTTP {status}): {detail}."
     elif isinstance(exc, openai.APITimeoutError):
-        text = "The request to Clarifai timed out. Run the cell again; long answers may need --max-tokens."
+        text = (
+            "The request to Clarifai timed out. Run the cell again; long answers may need "
+            "--max-tokens."
+        )
+    elif mid_stream and (isinstance(exc, openai.APIConnectionError) or _is_connection_error(exc)):
+        text = (
+            "The connection to Clarifai dropped before the answer was complete; what arrived is "
+            "kept above. Run the cell again to retry."
+        )
     elif isinstance(exc, openai.APIConnectionError):
         text = (
             "Could not reach Clarifai's API. Check your network connection (and CLARIFAI_API_BASE "
@@ -118,7 +136,10 @@ def explain_error(exc: BaseException, model: str, credentials: Credentials | Non
             "error is kept above; run the cell again to retry, or try another model with -m."
         )
     elif isinstance(exc, json.JSONDecodeError):
-        text = "The server sent a malformed streaming event, so the answer was cut short. Run the cell again."
+        text = (
+            "The server sent a malformed streaming event, so the answer was cut short. "
+            "Run the cell again."
+        )
     elif _is_connection_error(exc):
         text = (
             "The connection to Clarifai dropped before the answer was complete. "

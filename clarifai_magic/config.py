@@ -100,7 +100,9 @@ def find_credentials(
         or DEFAULT_API_BASE
     )
     if environ.get("CLARIFAI_PAT"):
-        return Credentials(Secret(environ["CLARIFAI_PAT"]), "CLARIFAI_PAT environment variable", api_base)
+        return Credentials(
+            Secret(environ["CLARIFAI_PAT"]), "CLARIFAI_PAT environment variable", api_base
+        )
     pat = _from_context(context, "CLARIFAI_PAT", "pat", environ=environ)
     if pat:
         return Credentials(Secret(pat), f"Clarifai CLI config ({config_path})", api_base)

@@ -166,7 +166,9 @@ def run_turn(
             transcript.rounds.append(round_)
             transcript.status = "streaming"
             try:
-                _stream_round(client, sent, options, response_format, round_, transcript, view, cancel)
+                _stream_round(
+                    client, sent, options, response_format, round_, transcript, view, cancel
+                )
             except Exception as exc:
                 if (
                     response_format is not None
@@ -192,7 +194,7 @@ def run_turn(
             round_.tools = [ToolActivity(call) for call in calls]
             view.show(transcript)
             outcomes = _run_tools(runner, calls, options.tools, confirm)
-            for activity, outcome in zip(round_.tools, outcomes):
+            for activity, outcome in zip(round_.tools, outcomes, strict=True):
                 activity.outcome = outcome
             new = [_assistant_message(round_), *_tool_messages(round_)]
             sent.extend(new)
@@ -203,7 +205,9 @@ def run_turn(
         transcript.status = "interrupted"
     except Exception as exc:
         transcript.status = "error"
-        transcript.error = explain_error(exc, options.model, credentials)
+        last = transcript.rounds[-1].stream if transcript.rounds else None
+        started = last is not None and bool(last.text or last.reasoning or last.tool_calls)
+        transcript.error = explain_error(exc, options.model, credentials, mid_stream=started)
     if transcript.partial and transcript.rounds:
         last = transcript.rounds[-1]
         if last.stream.text or last.stream.tool_calls:

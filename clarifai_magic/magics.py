@@ -75,10 +75,7 @@ def split_line_prompt(line: str) -> tuple[list[str], str]:
     rest = line.strip()
     token = re.compile(r"(\"[^\"]*\"|'[^']*'|\S+)\s*")
     takes_value = {
-        opt
-        for action in CELL_PARSER._actions
-        if action.nargs != 0
-        for opt in action.option_strings
+        opt for action in CELL_PARSER._actions if action.nargs != 0 for opt in action.option_strings
     }
     while rest.startswith("-"):
         match = token.match(rest)
@@ -178,7 +175,9 @@ class ClarifaiMagics(Magics):
     def _ask(self, args: Any, prompt: str) -> None:
         prompt = prompt.strip()
         if not prompt:
-            raise UsageError("The prompt is empty: write the question in the cell under %%clarifai.")
+            raise UsageError(
+                "The prompt is empty: write the question in the cell under %%clarifai."
+            )
         if not args.no_interpolate:
             prompt = interpolate(prompt, self.shell.user_ns)
         ask = Ask(
@@ -231,7 +230,9 @@ class ClarifaiMagics(Magics):
         tools: dict[str, Any] = {}
         for name in dict.fromkeys(wanted):
             if name not in self.shell.user_ns:
-                raise UsageError(f"No function named {name!r} in the notebook: define it, then run again.")
+                raise UsageError(
+                    f"No function named {name!r} in the notebook: define it, then run again."
+                )
             try:
                 spec = as_tool(self.shell.user_ns[name])
             except ToolDeclarationError as exc:
@@ -250,11 +251,17 @@ class ClarifaiMagics(Magics):
     # -- line commands --------------------------------------------------------------------
     def cmd_help(self, rest: str) -> None:
         """Show this help."""
-        lines = [CELL_PARSER.format_help().replace("usage: ", "usage: %%clarifai ", 1), "", "Commands:"]
+        lines = [
+            CELL_PARSER.format_help().replace("usage: ", "usage: %%clarifai ", 1),
+            "",
+            "Commands:",
+        ]
         for name, method in self.commands.items():
             lines.append(f"  %clarifai {name:<8} {(method.__doc__ or '').strip().splitlines()[0]}")
         lines.append("  %clarifai PROMPT   one-line question ('--' ends leading options;")
-        lines.append("                     end it with a space if it ends in '?', IPython's help mark)")
+        lines.append(
+            "                     end it with a space if it ends in '?', IPython's help mark)"
+        )
         print("\n".join(lines))
 
     def cmd_login(self, rest: str) -> None:
@@ -285,15 +292,16 @@ class ClarifaiMagics(Magics):
             from .client import explain_error
 
             note = "Could not list models from the server: " + explain_error(exc, "models")
-        rows = ["| model | alias | listed | image | tools | tool streaming |", "|---|---|---|---|---|---|"]
-        mark = {True: "✅", False: "—", None: "?"}
+        rows = [
+            "| model | alias | listed | image | tools | tool streaming |",
+            "|---|---|---|---|---|---|",
+        ]
         for info in merge_model_list(listed, self.session.settings.aliases):
             caps = info.capabilities
-            rows.append(
-                f"| `{info.path}` | {', '.join(info.aliases)} | {'✅' if info.listed else ''} | "
-                f"{mark[caps.image_input if caps else None]} | {mark[caps.tools if caps else None]} | "
-                f"{mark[caps.tool_streaming if caps else None]} |"
-            )
+            flags = (caps.image_input, caps.tools, caps.tool_streaming) if caps else (None,) * 3
+            marks = " | ".join({True: "✅", False: "—", None: "?"}[f] for f in flags)
+            listed_mark = "✅" if info.listed else ""
+            rows.append(f"| `{info.path}` | {', '.join(info.aliases)} | {listed_mark} | {marks} |")
         self._print_markdown(("\n\n" + note + "\n\n" if note else "") + "\n".join(rows))
 
     def cmd_alias(self, rest: str) -> None:
@@ -350,7 +358,9 @@ class ClarifaiMagics(Magics):
     def _existing(self, name: str) -> Any:
         conv = self.session.conversation(name, create=False)
         if conv is None:
-            raise UsageError(f"There is no conversation {name!r} in this notebook; see %clarifai chats.")
+            raise UsageError(
+                f"There is no conversation {name!r} in this notebook; see %clarifai chats."
+            )
         return conv
 
     def cmd_history(self, rest: str) -> None:
@@ -368,14 +378,20 @@ class ClarifaiMagics(Magics):
         """[NAME]: drop the last exchange."""
         name = self._chat_arg(rest, "undo")
         removed = self.session.store.undo(self._existing(name))
-        print(f"Removed the last exchange of {name!r} ({removed} messages)." if removed else "Nothing to undo.")
+        print(
+            f"Removed the last exchange of {name!r} ({removed} messages)."
+            if removed
+            else "Nothing to undo."
+        )
 
     def cmd_chats(self, rest: str) -> None:
         """List this notebook's conversations."""
         rows = ["| conversation | messages | last used | system prompt |", "|---|---|---|---|"]
         for chat in self.session.store.chats(self.session.notebook_key()):
             system = (chat.system_prompt or "").replace("|", "\\|")[:60]
-            rows.append(f"| {chat.name} | {chat.message_count} | {_when(chat.last_used)} | {system} |")
+            rows.append(
+                f"| {chat.name} | {chat.message_count} | {_when(chat.last_used)} | {system} |"
+            )
         self._print_markdown("\n".join(rows) if len(rows) > 2 else "No conversations yet.")
 
     def cmd_fork(self, rest: str) -> None:

@@ -95,7 +95,9 @@ def resolve_model(name: str, aliases: Mapping[str, str] | None = None) -> str:
     """The full Clarifai URL for a model name, alias or known model id."""
     name = name.strip()
     if not name:
-        raise ModelNameError("No model given. Pass -m USER/APP/models/MODEL or set a default model.")
+        raise ModelNameError(
+            "No model given. Pass -m USER/APP/models/MODEL or set a default model."
+        )
     aliases = aliases or {}
     if name in aliases:
         return resolve_model(aliases[name])
@@ -121,7 +123,8 @@ def capabilities(name: str) -> Capabilities | None:
 def check_alias_name(name: str) -> None:
     if not _ALIAS.match(name) or "/" in name:
         raise ModelNameError(
-            f"{name!r} can't be an alias: use letters, digits, '_', '-' or '.', starting with a letter."
+            f"{name!r} can't be an alias: use letters, digits, '_', '-' or '.', "
+            "starting with a letter."
         )
 
 

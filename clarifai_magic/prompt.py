@@ -20,7 +20,9 @@ _FIELD = (
     r"(?::(?P<spec>[^{}]*))?\}"
 )
 _TOKEN = re.compile(rf"(?P<double>{_DOUBLE})|{_FIELD}", re.DOTALL)
-_STEP = re.compile(r"\.(?P<attr>[A-Za-z]\w*)|\[(?P<index>-?\d+)\]|\[(?P<q>['\"])(?P<key>.*?)(?P=q)\]")
+_STEP = re.compile(
+    r"\.(?P<attr>[A-Za-z]\w*)|\[(?P<index>-?\d+)\]|\[(?P<q>['\"])(?P<key>.*?)(?P=q)\]"
+)
 
 
 def _resolve(expr: str, namespace: Mapping[str, Any]) -> Any:

@@ -101,7 +101,9 @@ def _tool_markdown(activity: ToolActivity) -> str:
         if outcome.traceback:
             body.append(f"**Traceback**\n\n```\n{outcome.traceback.rstrip()}\n```")
     summary = html.escape(tool_summary(activity))
-    return f"<details><summary>{icon} {summary}</summary>\n\n" + "\n\n".join(body) + "\n\n</details>"
+    return (
+        f"<details><summary>{icon} {summary}</summary>\n\n" + "\n\n".join(body) + "\n\n</details>"
+    )
 
 
 def _pretty_json(arguments: str) -> str:
@@ -158,7 +160,9 @@ class CellView:
         self.fmt = fmt
         self.budget = FrameBudget(1 / MAX_UPDATES_PER_SECOND, BYTES_PER_SECOND)
         self.updates = 0
-        self._handle = display(self._bundle_text("*Waiting for the model…*", ""), raw=True, display_id=True)
+        self._handle = display(
+            self._bundle_text("*Waiting for the model…*", ""), raw=True, display_id=True
+        )
 
     @staticmethod
     def _bundle_text(markdown: str, plain: str) -> dict[str, Any]:
@@ -196,7 +200,11 @@ class TerminalView:
             return
         for number, round_ in enumerate(transcript.rounds):
             self._write_new((number, "reasoning"), round_.stream.reasoning, "[thinking] ")
-            if round_.stream.reasoning and round_.stream.text and (number, "text") not in self._printed:
+            if (
+                round_.stream.reasoning
+                and round_.stream.text
+                and (number, "text") not in self._printed
+            ):
                 self.out.write("\n[answer]\n")
             self._write_new((number, "text"), round_.stream.text)
             for index, activity in enumerate(round_.tools):
@@ -204,9 +212,9 @@ class TerminalView:
                 if key not in self._tools_shown:
                     self._tools_shown.add(key)
                     mark = "←" if activity.outcome else "→"
-                    self.out.write(f"\n{mark} {tool_summary(activity)}")
+                    self.out.write(f"\n{mark} {tool_summary(activity)}\n")
                     if activity.outcome is not None and activity.outcome.traceback:
-                        self.out.write("\n" + activity.outcome.traceback.rstrip())
+                        self.out.write(activity.outcome.traceback.rstrip() + "\n")
         if final:
             for notice in transcript.notices:
                 self.out.write(f"\n[note] {notice}")
@@ -243,6 +251,8 @@ def history_markdown(name: str, stored: list[Any]) -> str:
         body = content or ""
         for call in message.get("tool_calls") or ():
             function = call.get("function", {})
-            body += f"\n\n🔧 `{function.get('name')}({_args_preview(function.get('arguments', ''))})`"
+            body += (
+                f"\n\n🔧 `{function.get('name')}({_args_preview(function.get('arguments', ''))})`"
+            )
         parts.append(f"**{role}**{flag}\n\n{body}")
     return "\n\n".join(parts)

@@ -22,7 +22,14 @@ class Frame:
     _secret = "hidden"
 
 
-NS = {"df_name": "sales", "df": Frame(), "In": ["", "x = 1", "x + 1"], "Out": {2: 2}, "d": {"k": "v"}, "n": 3.14159}
+NS = {
+    "df_name": "sales",
+    "df": Frame(),
+    "In": ["", "x = 1", "x + 1"],
+    "Out": {2: 2},
+    "d": {"k": "v"},
+    "n": 3.14159,
+}
 
 
 @pytest.mark.parametrize(
@@ -90,7 +97,10 @@ def test_model_list_merges_server_table_and_aliases() -> None:
         {"g": "gpt-4o"},
     )
     by_path = {r.path: r for r in rows}
-    assert by_path["me/app/models/custom"].listed and by_path["me/app/models/custom"].capabilities is None
+    assert (
+        by_path["me/app/models/custom"].listed
+        and by_path["me/app/models/custom"].capabilities is None
+    )
     assert by_path["openai/chat-completion/models/gpt-4o"].aliases == ("g",)
     assert not by_path["anthropic/completion/models/claude-sonnet-4"].listed
 
@@ -102,7 +112,9 @@ def write_config(tmp_path: Path, body: str) -> Path:
 
 
 def test_pat_from_environment_first(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path, "current_context: a\ncontexts:\n  a:\n    env:\n      CLARIFAI_PAT: from-file\n")
+    cfg = write_config(
+        tmp_path, "current_context: a\ncontexts:\n  a:\n    env:\n      CLARIFAI_PAT: from-file\n"
+    )
     creds = find_credentials({"CLARIFAI_PAT": "from-env"}, cfg)
     assert creds.pat.reveal() == "from-env"
     assert creds.base_url == "https://api.clarifai.com/v2/ext/openai/v1"
@@ -121,9 +133,14 @@ def test_pat_and_host_from_cli_config_current_context(tmp_path: Path) -> None:
 
 
 def test_pat_short_key_and_envvar_indirection(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path, "current_context: default\ncontexts:\n  default:\n    pat: short-key\n")
+    cfg = write_config(
+        tmp_path, "current_context: default\ncontexts:\n  default:\n    pat: short-key\n"
+    )
     assert find_credentials({}, cfg).pat.reveal() == "short-key"
-    cfg = write_config(tmp_path, "current_context: default\ncontexts:\n  default:\n    env:\n      CLARIFAI_PAT: ENVVAR\n")
+    cfg = write_config(
+        tmp_path,
+        "current_context: default\ncontexts:\n  default:\n    env:\n      CLARIFAI_PAT: ENVVAR\n",
+    )
     assert find_credentials({}, cfg) is None
 
 

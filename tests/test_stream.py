@@ -38,7 +38,11 @@ def usage_chunk(prompt: int, completion: int) -> Any:
             "created": 0,
             "model": "m",
             "choices": [],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
         }
     )
 
@@ -63,12 +67,18 @@ def test_openai_text_stream_with_trailing_usage_chunk() -> None:
     reply = acc.finish()
     assert reply.text == "Hello"
     assert reply.finish_reason == "stop"
-    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens) == (12, 3, 15)
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens) == (
+        12,
+        3,
+        15,
+    )
     assert [type(e) for e in events] == [TextDelta, TextDelta, Finished, UsageReported]
 
 
 def test_empty_first_chunk_and_null_choices_are_harmless() -> None:
-    empty = ChatCompletionChunk.model_construct(id="x", choices=None, created=0, model="m", object="chat.completion.chunk")
+    empty = ChatCompletionChunk.model_construct(
+        id="x", choices=None, created=0, model="m", object="chat.completion.chunk"
+    )
     acc, events = feed_all([empty, chunk({"content": "ok"}, finish="stop")])
     assert acc.text == "ok"
     assert acc.error is None
@@ -79,7 +89,11 @@ def test_usage_on_finish_chunk_deepseek_style() -> None:
     acc, _ = feed_all(
         [
             chunk({"content": "a"}, usage=None),
-            chunk({"content": "b"}, finish="stop", usage={"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}),
+            chunk(
+                {"content": "b"},
+                finish="stop",
+                usage={"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+            ),
         ]
     )
     assert acc.text == "ab"
@@ -125,7 +139,18 @@ def test_claude_style_text_then_tool_call_at_index_one() -> None:
     acc, _ = feed_all(
         [
             chunk({"content": "Let me check the weather."}),
-            chunk({"tool_calls": [{"index": 1, "id": "toolu_01", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
+            chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": 1,
+                            "id": "toolu_01",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": ""},
+                        }
+                    ]
+                }
+            ),
             chunk({"tool_calls": [{"index": 1, "function": {"arguments": '{"location":'}}]}),
             chunk({"tool_calls": [{"index": 1, "function": {"arguments": ' "Paris"}'}}]}),
             chunk({}, finish="tool_calls"),
@@ -140,7 +165,19 @@ def test_claude_style_text_then_tool_call_at_index_one() -> None:
 def test_tool_call_whole_in_one_chunk() -> None:
     acc, _ = feed_all(
         [
-            chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}]}, finish="tool_calls"),
+            chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": '{"x": 1}'},
+                        }
+                    ]
+                },
+                finish="tool_calls",
+            ),
         ]
     )
     assert [(c.id, c.name, c.arguments) for c in acc.tool_calls] == [("call_1", "f", '{"x": 1}')]
@@ -167,13 +204,18 @@ def test_think_tags_split_across_chunks_go_to_reasoning() -> None:
 
 
 def test_a_lone_angle_bracket_is_not_swallowed() -> None:
-    acc, _ = feed_all([chunk({"content": "a <"}), chunk({"content": "b"}), chunk({"content": " <t"})])
+    acc, _ = feed_all(
+        [chunk({"content": "a <"}), chunk({"content": "b"}), chunk({"content": " <t"})]
+    )
     assert acc.text == "a <b <t"
 
 
 def test_clarifai_runner_error_chunk_has_no_choices() -> None:
     error = ChatCompletionChunk.model_construct(
-        choices=None, code=21317, description="Model prediction failed", details="CUDA out of memory"
+        choices=None,
+        code=21317,
+        description="Model prediction failed",
+        details="CUDA out of memory",
     )
     acc = StreamAccumulator()
     acc.feed(chunk({"content": "partial"}))
@@ -204,8 +246,16 @@ def test_non_streamed_completion_with_tool_calls() -> None:
                         "role": "assistant",
                         "content": "Checking.",
                         "tool_calls": [
-                            {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
-                            {"id": "call_2", "type": "function", "function": {"name": "g", "arguments": '{"a": 1}'}},
+                            {
+                                "id": "call_1",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": "{}"},
+                            },
+                            {
+                                "id": "call_2",
+                                "type": "function",
+                                "function": {"name": "g", "arguments": '{"a": 1}'},
+                            },
                         ],
                     },
                 }
@@ -217,5 +267,8 @@ def test_non_streamed_completion_with_tool_calls() -> None:
     acc.feed_completion(completion)
     reply = acc.finish()
     assert reply.text == "Checking."
-    assert [(c.id, c.name, c.arguments) for c in reply.tool_calls] == [("call_1", "f", "{}"), ("call_2", "g", '{"a": 1}')]
+    assert [(c.id, c.name, c.arguments) for c in reply.tool_calls] == [
+        ("call_1", "f", "{}"),
+        ("call_2", "g", '{"a": 1}'),
+    ]
     assert reply.usage.completion_tokens == 4

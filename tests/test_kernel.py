@@ -1,0 +1,123 @@
+"""End to end in a real ipykernel (jupyter_client / nbclient) against the offline server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from clarifai_magic.testing import OfflineServer, text
+
+from .conftest import TEST_PAT
+from .kernel_util import Kernel
+
+
+@pytest.fixture
+def kernel_env(server: OfflineServer, tmp_path: Path) -> dict[str, str]:
+    return {
+        "CLARIFAI_PAT": TEST_PAT,
+        "CLARIFAI_API_BASE": server.api_base,
+        "CLARIFAI_MAGIC_HOME": str(tmp_path / "home"),
+        "HOME": str(tmp_path),
+        "JPY_SESSION_NAME": str(tmp_path / "analysis.ipynb"),
+    }
+
+
+@pytest.fixture
+def kernel(kernel_env: dict[str, str]) -> Iterator[Kernel]:
+    k = Kernel(kernel_env)
+    try:
+        yield k
+    finally:
+        k.shutdown()
+
+
+def test_stream_in_a_real_kernel_updates_one_display(kernel: Kernel, server: OfflineServer) -> None:
+    answer = "Columns: **region**, units, revenue. " * 40
+    server.enqueue(text(answer, chunk_size=3, delay=0.002))
+    assert kernel.run("%load_ext clarifai_magic").error is None
+    run = kernel.run("%%clarifai\nExplain the columns.")
+    assert run.reply["content"]["status"] == "ok"
+    created = run.of_type("display_data")
+    updates = run.of_type("update_display_data")
+    assert len(created) == 1
+    display_id = created[0]["content"]["transient"]["display_id"]
+    assert updates and all(u["content"]["transient"]["display_id"] == display_id for u in updates)
+    chunks = len(answer) // 3
+    assert len(updates) < chunks / 5, "updates must be coalesced, not one per chunk"
+    final = updates[-1]["content"]["data"]
+    assert final["text/plain"] == answer
+    assert final["text/markdown"].startswith(answer.rstrip())
+    assert "gpt-4o" in final["text/markdown"]
+
+
+def test_kernel_interrupt_stops_the_stream_and_keeps_the_partial_answer(
+    kernel: Kernel, server: OfflineServer
+) -> None:
+    server.enqueue(text("tick " * 400, chunk_size=5, delay=0.05))  # about 20 s if not stopped
+    kernel.run("%load_ext clarifai_magic")
+    msg_id = kernel.start("%%clarifai\nCount slowly.")
+    kernel.wait_for(
+        msg_id, lambda m: m["msg_type"] == "update_display_data" and "tick" in str(m["content"])
+    )
+    interrupted_at = time.monotonic()
+    kernel.km.interrupt_kernel()
+    run = kernel.collect(msg_id, timeout=30)
+    took = time.monotonic() - interrupted_at
+    assert took < 5, f"interrupt took {took:.1f}s"  # generous: the machine is shared
+    markdown = run.last_markdown
+    assert "Interrupted" in markdown and markdown.startswith("tick")
+    assert run.error is None, "no traceback for an interrupt"
+    # The HTTP response was closed: the server stopped streaming long before the end.
+    deadline = time.monotonic() + 5
+    while server.open_connections and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.open_connections == 0
+
+
+def test_format_code_sends_a_set_next_input_payload(kernel: Kernel, server: OfflineServer) -> None:
+    server.enqueue(text("```python\nimport math\nprint(math.pi)\n```"))
+    kernel.run("%load_ext clarifai_magic")
+    run = kernel.run("%%clarifai -f code\nPrint pi")
+    payloads = run.reply["content"]["payload"]
+    assert {
+        "source": "set_next_input",
+        "text": "import math\nprint(math.pi)",
+        "replace": False,
+    } in payloads
+
+
+def test_saved_notebook_holds_the_final_answer_as_markdown(
+    server: OfflineServer,
+    kernel_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in kernel_env.items():
+        monkeypatch.setenv(name, value)
+    answer = "## Summary\n\nThe **mean** is 3.5 and the median is 3."
+    server.enqueue(text(answer, chunk_size=2, reasoning="Compute both."))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext clarifai_magic"),
+        nbformat.v4.new_code_cell("values = [1, 2, 3, 4, 5, 6]"),
+        nbformat.v4.new_code_cell("%%clarifai\nSummarise {values}."),
+    ]
+    NotebookClient(nb, timeout=60, kernel_name="python3").execute()
+    path = tmp_path / "saved.ipynb"
+    nbformat.write(nb, path)
+    saved = nbformat.read(path, as_version=4)
+    outputs: list[Any] = saved.cells[2].outputs
+    assert len(outputs) == 1 and outputs[0].output_type == "display_data"
+    markdown = outputs[0].data["text/markdown"]
+    assert answer in markdown
+    assert "<summary>Thinking</summary>" in markdown and "Compute both." in markdown
+    assert TEST_PAT not in path.read_text()
+    assert (
+        server.chat_requests[-1].json["messages"][-1]["content"] == "Summarise [1, 2, 3, 4, 5, 6]."
+    )

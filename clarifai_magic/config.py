@@ -124,7 +124,11 @@ def _from_context(context: Mapping[str, Any], *keys: str, environ: Mapping[str, 
 
 
 def redact(text: str, secret: Secret | None) -> str:
-    """Remove a secret from text that is about to be shown or stored."""
-    if secret and secret.reveal() and secret.reveal() in text:
+    """Remove a secret from text that is about to be shown or stored.
+
+    Very short values are left alone: they are not real PATs, and replacing them would mangle
+    ordinary words.
+    """
+    if secret and len(secret.reveal()) >= 8 and secret.reveal() in text:
         return text.replace(secret.reveal(), "********")
     return text

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .client import ModelStreamError, completion_kwargs, explain_error, status_of
 from .config import Credentials
 from .stream import StreamAccumulator, ToolCall, Usage
+from .structured import rejects_response_format
 
 if TYPE_CHECKING:
     import openai
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from .tools import Tool, ToolOutcome, ToolRunner
 
 DEFAULT_MAX_ROUNDS = 10
+# How often a streaming answer is saved as a partial checkpoint, so a killed kernel loses little.
+CHECKPOINT_SECONDS = 1.0
 
 
 @dataclass
@@ -149,11 +152,63 @@ def run_turn(
 
     ``messages`` is the history to send, ending with the new user message; it is not modified.
     """
-    transcript = Transcript(model=options.model)
-    sent = list(messages)
-    response_format = options.response_format
-    unsaved: list[dict[str, Any]] = []
-    try:
+    turn = _Turn(client, list(messages), options, view, runner, confirm, on_messages, cancel)
+    return turn.run(credentials)
+
+
+class _Turn:
+    """The state of one running turn; :func:`run_turn` is its only user."""
+
+    def __init__(
+        self,
+        client: openai.OpenAI,
+        sent: list[dict[str, Any]],
+        options: TurnOptions,
+        view: TurnView,
+        runner: ToolRunner | None,
+        confirm: ConfirmCallback | None,
+        on_messages: MessagesCallback | None,
+        cancel: threading.Event | None,
+    ) -> None:
+        self.client = client
+        self.sent = sent
+        self.options = options
+        self.view = view
+        self.runner = runner
+        self.confirm = confirm
+        self.save = on_messages or (lambda messages, partial, usage: None)
+        self.cancel = cancel
+        self.response_format = options.response_format
+        self.transcript = Transcript(model=options.model)
+
+    def run(self, credentials: Credentials | None) -> Transcript:
+        transcript = self.transcript
+        final: list[dict[str, Any]] = []
+        try:
+            final = self._rounds()
+        except (KeyboardInterrupt, TurnInterrupted):
+            transcript.status = "interrupted"
+        except Exception as exc:
+            transcript.status = "error"
+            last = transcript.rounds[-1].stream if transcript.rounds else None
+            started = last is not None and bool(last.text or last.reasoning or last.tool_calls)
+            transcript.error = explain_error(
+                exc, self.options.model, credentials, mid_stream=started
+            )
+        if transcript.partial and transcript.rounds:
+            last = transcript.rounds[-1].stream
+            if last.text or last.tool_calls:
+                # Keep what streamed, without tool calls that never got results.
+                final = [{"role": "assistant", "content": last.text}]
+        transcript.ended = time.monotonic()
+        if final:
+            self.save(final, transcript.partial, transcript.usage)
+        self.view.show(transcript, final=True)
+        return transcript
+
+    def _rounds(self) -> list[dict[str, Any]]:
+        """Stream rounds and run tools until an answer without tool calls; return its message."""
+        transcript, options = self.transcript, self.options
         while True:
             if len(transcript.rounds) >= options.max_rounds:
                 transcript.status = "error"
@@ -161,117 +216,89 @@ def run_turn(
                     f"Stopped after {options.max_rounds} rounds of tool calls without a final "
                     "answer. Raise the limit with --max-rounds if the task needs more steps."
                 )
-                break
+                return []
             round_ = Round()
             transcript.rounds.append(round_)
             transcript.status = "streaming"
             try:
-                _stream_round(
-                    client, sent, options, response_format, round_, transcript, view, cancel
-                )
+                self._stream(round_)
             except Exception as exc:
-                if (
-                    response_format is not None
-                    and options.response_format_fallback
-                    and status_of(exc) in (400, 422)
-                    and not round_.stream.text
-                ):
-                    # The model does not take response_format: ask in words instead.
-                    response_format = None
-                    sent.append({"role": "system", "content": options.response_format_fallback})
-                    transcript.rounds.pop()
-                    transcript.notices.append(
-                        "This model rejected response_format; asked for JSON in the prompt instead."
-                    )
-                    continue
-                raise
+                if not self._fall_back_from_response_format(exc, round_):
+                    raise
+                transcript.rounds.pop()
+                continue
             calls = round_.stream.tool_calls
             if not calls:
-                unsaved.append(_assistant_message(round_))
                 transcript.status = "done"
-                break
-            transcript.status = "running tools"
-            round_.tools = [ToolActivity(call) for call in calls]
-            view.show(transcript)
-            outcomes = _run_tools(runner, calls, options.tools, confirm)
-            for activity, outcome in zip(round_.tools, outcomes, strict=True):
-                activity.outcome = outcome
-            new = [_assistant_message(round_), *_tool_messages(round_)]
-            sent.extend(new)
-            if on_messages is not None:
-                on_messages(new, False, None)
-            view.show(transcript)
-    except (KeyboardInterrupt, TurnInterrupted):
-        transcript.status = "interrupted"
-    except Exception as exc:
-        transcript.status = "error"
-        last = transcript.rounds[-1].stream if transcript.rounds else None
-        started = last is not None and bool(last.text or last.reasoning or last.tool_calls)
-        transcript.error = explain_error(exc, options.model, credentials, mid_stream=started)
-    if transcript.partial and transcript.rounds:
-        last = transcript.rounds[-1]
-        if last.stream.text or last.stream.tool_calls:
-            # Keep what streamed, without tool calls that never got results.
-            unsaved.append({"role": "assistant", "content": last.stream.text})
-    transcript.ended = time.monotonic()
-    if on_messages is not None and unsaved:
-        on_messages(unsaved, transcript.partial, transcript.usage)
-    view.show(transcript, final=True)
-    return transcript
+                return [_assistant_message(round_)]
+            self._run_tools(round_, calls)
 
+    def _fall_back_from_response_format(self, exc: Exception, round_: Round) -> bool:
+        """If the model refuses ``response_format``, ask for JSON in words and say so."""
+        if (
+            self.response_format is None
+            or not self.options.response_format_fallback
+            or round_.stream.text
+            or not rejects_response_format(str(exc), status_of(exc))
+        ):
+            return False
+        self.response_format = None
+        self.sent.append({"role": "system", "content": self.options.response_format_fallback})
+        self.transcript.notices.append(
+            "This model rejected response_format; asked for JSON in the prompt instead."
+        )
+        return True
 
-def _stream_round(
-    client: openai.OpenAI,
-    sent: list[dict[str, Any]],
-    options: TurnOptions,
-    response_format: dict[str, Any] | None,
-    round_: Round,
-    transcript: Transcript,
-    view: TurnView,
-    cancel: threading.Event | None,
-) -> None:
-    tools = [t.schema() for t in options.tools.values()]
-    stream = bool(not tools or options.tool_streaming)
-    kwargs = completion_kwargs(
-        model=options.model,
-        messages=sent,
-        stream=stream,
-        temperature=options.temperature,
-        max_tokens=options.max_tokens,
-        tools=tools,
-        response_format=response_format,
-    )
-    accumulator = round_.stream
-    if not stream:
-        accumulator.feed_completion(client.chat.completions.create(**kwargs))
-        view.show(transcript)
-        return
-    response = client.chat.completions.create(**kwargs)
-    try:
-        for chunk in response:
-            accumulator.feed(chunk)
-            if accumulator.error:
-                raise ModelStreamError(accumulator.error)
-            if cancel is not None and cancel.is_set():
-                raise TurnInterrupted
-            view.show(transcript)
-    finally:
-        response.close()
-        accumulator.finish()
+    def _stream(self, round_: Round) -> None:
+        options = self.options
+        tools = [t.schema() for t in options.tools.values()]
+        stream = bool(not tools or options.tool_streaming)
+        kwargs = completion_kwargs(
+            model=options.model,
+            messages=self.sent,
+            stream=stream,
+            temperature=options.temperature,
+            max_tokens=options.max_tokens,
+            tools=tools,
+            response_format=self.response_format,
+        )
+        accumulator = round_.stream
+        if not stream:
+            accumulator.feed_completion(self.client.chat.completions.create(**kwargs))
+            self.view.show(self.transcript)
+            return
+        response = self.client.chat.completions.create(**kwargs)
+        checkpoint_at = time.monotonic() + CHECKPOINT_SECONDS
+        try:
+            for chunk in response:
+                accumulator.feed(chunk)
+                if accumulator.error:
+                    raise ModelStreamError(accumulator.error)
+                if self.cancel is not None and self.cancel.is_set():
+                    raise TurnInterrupted
+                self.view.show(self.transcript)
+                if time.monotonic() >= checkpoint_at:
+                    checkpoint_at = time.monotonic() + CHECKPOINT_SECONDS
+                    self.save([{"role": "assistant", "content": accumulator.text}], True, None)
+        finally:
+            response.close()
+            accumulator.finish()
 
+    def _run_tools(self, round_: Round, calls: list[ToolCall]) -> None:
+        self.transcript.status = "running tools"
+        round_.tools = [ToolActivity(call) for call in calls]
+        self.view.show(self.transcript)
+        outcomes = self._tool_runner().run_calls(calls, self.options.tools, confirm=self.confirm)
+        for activity, outcome in zip(round_.tools, outcomes, strict=True):
+            activity.outcome = outcome
+        new = [_assistant_message(round_), *_tool_messages(round_)]
+        self.sent.extend(new)
+        self.save(new, False, None)
+        self.view.show(self.transcript)
 
-def _run_tools(
-    runner: ToolRunner | None,
-    calls: list[ToolCall],
-    tools: Mapping[str, Tool],
-    confirm: ConfirmCallback | None,
-) -> list[ToolOutcome]:
-    if runner is not None:
-        return runner.run_calls(calls, tools, confirm=confirm)
-    from .tools import ToolRunner
+    def _tool_runner(self) -> ToolRunner:
+        if self.runner is None:
+            from .tools import ToolRunner
 
-    runner = ToolRunner()
-    try:
-        return runner.run_calls(calls, tools, confirm=confirm)
-    finally:
-        runner.close()
+            self.runner = ToolRunner()  # the caller passes its own to keep one loop per session
+        return self.runner

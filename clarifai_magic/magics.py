@@ -24,7 +24,13 @@ from traitlets import Dict, Enum, Int, Unicode
 
 from .config import Secret
 from .engine import DEFAULT_MAX_ROUNDS, Transcript
-from .models import ModelNameError, check_alias_name, merge_model_list, short_path
+from .models import (
+    ModelNameError,
+    capabilities,
+    check_alias_name,
+    merge_model_list,
+    short_path,
+)
 from .prompt import interpolate, strip_code_fences
 from .render import CellView, TerminalView, history_markdown
 from .session import MAIN_CHAT, Ask, Session, SessionError, Settings
@@ -117,6 +123,9 @@ class ClarifaiMagics(Magics):
         None, allow_none=True, help="Approximate token budget for history sent."
     ).tag(config=True)
     aliases = Dict(help="Model aliases, NAME -> model.").tag(config=True)
+    image_max_side = Int(1568, help="Images larger than this (pixels) are downscaled.").tag(
+        config=True
+    )
 
     def __init__(self, shell: Any, session: Session | None = None) -> None:
         super().__init__(shell)
@@ -181,7 +190,7 @@ class ClarifaiMagics(Magics):
         if not args.no_interpolate:
             prompt = interpolate(prompt, self.shell.user_ns)
         ask = Ask(
-            content=prompt,
+            content=self._content(prompt, args.image, args.model),
             model=args.model,
             system=args.system,
             temperature=args.temperature,
@@ -192,9 +201,46 @@ class ClarifaiMagics(Magics):
             tools=self._tools(args.tools),
             max_rounds=args.max_rounds,
         )
-        fmt = args.format
+        schema = self._schema(args.schema) if args.schema else None
+        if schema is not None:
+            from .structured import instruction_for, response_format_for
+
+            ask.response_format = response_format_for(schema)
+            ask.response_format_fallback = instruction_for(schema)
+        fmt = "json" if schema is not None else args.format
         transcript = self.session.ask(ask, lambda: self._view(fmt), confirm=self._confirm)
-        self._after(args, transcript)
+        self._after(args, transcript, schema)
+
+    def _content(self, prompt: str, images: list[str], model: str | None) -> Any:
+        if not images:
+            return prompt
+        from .media import MediaError, image_part, user_content
+
+        resolved = self.session.resolve_model(model)
+        caps = capabilities(resolved)
+        if caps is not None and not caps.image_input:
+            self._say_error(
+                f"Warning: Clarifai lists {short_path(resolved)} as text-only, so it will probably "
+                "ignore or reject the images. Pick a model with image input (see "
+                "`%clarifai models`) if the answer needs them."
+            )
+        parts = []
+        for name in images:
+            source = self.shell.user_ns.get(name, name)
+            try:
+                parts.append(image_part(source, max_side=self.image_max_side))
+            except MediaError as exc:
+                raise SessionError(f"Could not send image {name!r}: {exc}") from None
+        return user_content(prompt, parts)
+
+    def _schema(self, name: str) -> type:
+        schema = self.shell.user_ns.get(name)
+        if not isinstance(schema, type):
+            raise UsageError(
+                f"--schema needs a pydantic model or dataclass defined in the notebook; "
+                f"{name!r} is {'not defined' if schema is None else 'not a class'}."
+            )
+        return schema
 
     def _view(self, fmt: str) -> CellView | TerminalView:
         mode = self.display_mode
@@ -202,22 +248,28 @@ class ClarifaiMagics(Magics):
             mode = "cell" if "ZMQ" in type(self.shell).__name__ else "terminal"
         return CellView(fmt) if mode == "cell" else TerminalView()
 
-    def _after(self, args: Any, transcript: Transcript) -> None:
+    def _after(self, args: Any, transcript: Transcript, schema: type | None) -> None:
         answer = transcript.answer
         if transcript.partial or not answer:
             return
         value: Any = answer
-        if args.format == "code":
-            value = strip_code_fences(answer)
-            self.shell.set_next_input(value, replace=False)
-        elif args.format == "json":
-            from .structured import parse_json_answer
+        if schema is not None or args.format == "json":
+            from .structured import parse_json_answer, parse_structured
 
-            parsed = parse_json_answer(answer)
+            parsed = parse_structured(answer, schema) if schema else parse_json_answer(answer)
             if parsed.errors:
-                self._say_error("The answer is not valid JSON: " + parsed.errors[0].message)
+                kept = f" {args.out!r} was not set." if args.out else ""
+                self._say_error(
+                    "The answer did not validate"
+                    + (f" against {schema.__name__}" if schema else " as JSON")
+                    + f"; the raw text is kept above.{kept} Fields that failed:\n"
+                    + parsed.describe_errors()
+                )
                 return
             value = parsed.value
+        elif args.format == "code":
+            value = strip_code_fences(answer)
+            self.shell.set_next_input(value, replace=False)
         if args.out:
             self.shell.user_ns[args.out] = value
 

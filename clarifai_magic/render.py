@@ -126,6 +126,8 @@ def _round_markdown(round_: Round, final: bool, fmt: str) -> list[str]:
     if text:
         if fmt == "text":
             parts.append(f"<pre>{html.escape(text)}</pre>")
+        elif fmt == "json" and "```" not in text:
+            parts.append(f"```json\n{text}\n```")
         else:
             parts.append(text if final else close_open_fence(text))
     parts.extend(_tool_markdown(a) for a in round_.tools)

@@ -155,13 +155,16 @@ class Session:
             if ask.system is not None and ask.system != conv.system_prompt:
                 self.store.set_system_prompt(conv, ask.system)
         messages = self.build_messages(ask, conv)
-        if conv is not None:
-            self.store.append(conv, [messages[-1]], model=model)
+        # The question is committed before the request goes out; its answer joins the same
+        # exchange, so another kernel writing meanwhile can't come between them.
+        exchange = self.store.append(conv, [messages[-1]], model=model) if conv else None
 
         def save(new: list[dict[str, Any]], partial: bool, usage: Any) -> None:
             if conv is not None:
                 counts = (usage.prompt_tokens, usage.completion_tokens) if usage else None
-                self.store.append(conv, new, partial=partial, model=model, usage=counts)
+                self.store.append(
+                    conv, new, exchange=exchange, partial=partial, model=model, usage=counts
+                )
 
         options = TurnOptions(
             model=model,

@@ -7,6 +7,8 @@ import dataclasses
 import datetime as dt
 import functools
 import json
+import subprocess
+import sys
 import threading
 import time
 from enum import Enum
@@ -916,3 +918,20 @@ def test_serialize_result_of_numpy_values():
     assert serialize_result({"mean": numpy.float64(1.5), "v": numpy.arange(3)}) == (
         '{"mean": 1.5, "v": [0, 1, 2]}'
     )
+
+
+def test_positional_only_parameters(runner):
+    def f(a: int, /, b: int = 2) -> int:
+        return a * 10 + b
+
+    assert run_one(runner, f, {"a": 1}).content == "12"
+    assert run_one(runner, f, {"a": 1, "b": 5}).content == "15"
+
+
+def test_importing_tools_loads_neither_ipython_nor_pydantic():
+    code = (
+        "import sys, clarifai_magic.tools; "
+        "print(sorted(m for m in ('IPython', 'pydantic', 'openai') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

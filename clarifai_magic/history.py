@@ -1,0 +1,210 @@
+"""Which notebook a kernel serves, and which part of a conversation to send to the model.
+
+Pure helpers: :func:`notebook_key` names the notebook whose conversations the store keeps,
+:func:`trim` picks the newest turns that fit a context budget (trimming only what is sent, never
+what is stored), :func:`repair_tool_calls` drops tool calls and results that lost their partner
+(an interrupted turn), and :func:`approx_tokens` estimates a message's size at ~4 chars a token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+CHARS_PER_TOKEN = 4
+# Role, separators and name that every message costs on top of its text.
+MESSAGE_OVERHEAD_TOKENS = 4
+# Counting a base64 image's characters would overestimate it a hundredfold; providers bill an
+# image as a few hundred tokens (OpenAI: 765 for a 1024x1024 picture at high detail).
+IMAGE_TOKENS = 765
+_IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
+_SYSTEM_ROLES = frozenset({"system", "developer"})
+
+
+def notebook_key(user_ns: Mapping[str, Any], environ: Mapping[str, str], cwd: str) -> str:
+    """Name the notebook this kernel runs, so its conversations outlive kernel restarts.
+
+    In order: VS Code's ``__vsc_ipynb_file__`` (an absolute path); ipykernel's ``__session__``,
+    which is Jupyter Server's ``JPY_SESSION_NAME``, the notebook's path relative to the server
+    root, kept as given; the ``JPY_SESSION_NAME`` environment variable itself (set by Jupyter
+    Server, or by the caller of nbclient/papermill); otherwise, for scripts and terminal IPython,
+    ``"cwd:"`` and the real path of the working directory, so every session started in one
+    folder shares its conversations.
+
+    A renamed or moved notebook gets a fresh key, so it starts with no conversations; the old
+    ones stay in the store under the old key (listed by ``Store.notebooks()``) and can be copied
+    over with ``Store.fork(old_conversation, name, notebook_key=new_key)``. The same notebook
+    opened in VS Code and in Jupyter also has two keys (absolute vs. server-relative path).
+    """
+    for value in (
+        user_ns.get("__vsc_ipynb_file__"),
+        user_ns.get("__session__"),
+        environ.get("JPY_SESSION_NAME"),
+    ):
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return "cwd:" + os.path.realpath(cwd)
+
+
+def approx_tokens(message: Mapping[str, Any]) -> int:
+    """Estimate how many tokens a chat message takes, at ~4 characters a token."""
+    chars = 0
+    images = 0
+    content = message.get("content")
+    if isinstance(content, str):
+        chars += len(content)
+    elif isinstance(content, list):
+        for part in content:
+            kind = part.get("type") if isinstance(part, Mapping) else None
+            if kind == "text":
+                chars += len(str(part.get("text", "")))
+            elif kind in _IMAGE_PARTS:
+                images += 1
+            else:
+                chars += len(json.dumps(part, default=str))
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        chars += len(str(function.get("name", ""))) + len(str(function.get("arguments", "")))
+    chars += len(str(message.get("name", "")))
+    return MESSAGE_OVERHEAD_TOKENS + -(-chars // CHARS_PER_TOKEN) + images * IMAGE_TOKENS
+
+
+def repair_tool_calls(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Drop what an interrupted turn left unpaired, which the API would reject.
+
+    The API requires every assistant tool call to be answered by a ``tool`` message right after
+    it, and every ``tool`` message to answer such a call. Calls without a result are removed from
+    their assistant message (the message itself goes if nothing is left of it); results without
+    a call are removed. Inputs are not modified.
+    """
+    out: list[dict[str, Any]] = []
+    i = 0
+    while i < len(messages):
+        message = messages[i]
+        i += 1
+        if message.get("role") == "tool":
+            continue  # not right after a call block: an orphan
+        calls = message.get("tool_calls") if message.get("role") == "assistant" else None
+        if not calls:
+            out.append(dict(message))
+            continue
+        results: list[dict[str, Any]] = []
+        while i < len(messages) and messages[i].get("role") == "tool":
+            results.append(dict(messages[i]))
+            i += 1
+        call_ids = {call.get("id") for call in calls}
+        results = [r for r in results if r.get("tool_call_id") in call_ids]
+        answered = {r.get("tool_call_id") for r in results}
+        kept_calls = [call for call in calls if call.get("id") in answered]
+        assistant = dict(message)
+        if kept_calls:
+            assistant["tool_calls"] = kept_calls
+        else:
+            del assistant["tool_calls"]
+            if not assistant.get("content"):
+                continue
+        out.append(assistant)
+        out.extend(results)
+    return out
+
+
+def trim(
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    max_messages: int | None = None,
+    max_tokens: int | None = None,
+) -> list[dict[str, Any]]:
+    """The newest part of a conversation that fits the budget, ready to send.
+
+    System (and developer) messages always come first and are always kept; they count against
+    ``max_tokens`` but not ``max_messages``. The rest is cut into turns, each a user message and
+    everything after it up to the next one, and the oldest turns are dropped until both budgets
+    hold, so the history sent starts with a user message and an assistant's tool calls are never
+    separated from their results. The newest turn (the prompt being answered) is always sent; if
+    it alone is over budget, its oldest tool rounds are dropped, keeping its user message and its
+    latest round. ``None`` means no limit. Unpaired tool calls and results are removed first
+    (see :func:`repair_tool_calls`).
+    """
+    repaired = repair_tool_calls(messages)
+    system = [m for m in repaired if m.get("role") in _SYSTEM_ROLES]
+    turns = _turns([m for m in repaired if m.get("role") not in _SYSTEM_ROLES])
+    if not turns:
+        return system
+    budget = _Budget(max_messages, max_tokens)
+    budget.take_tokens(sum(approx_tokens(m) for m in system))
+
+    newest, whole = _fit_newest_turn(turns[-1], budget)
+    kept: list[list[dict[str, Any]]] = []
+    for turn in reversed(turns[:-1] if whole else []):
+        block = [m for blk in turn for m in blk]
+        if not budget.fits(block):
+            break
+        budget.take(block)
+        kept.append(block)
+    out = list(system)
+    for block in reversed(kept):
+        out.extend(block)
+    out.extend(newest)
+    return out
+
+
+class _Budget:
+    """Messages and tokens still free; ``None`` is unlimited."""
+
+    def __init__(self, messages: int | None, tokens: int | None) -> None:
+        self.messages = messages
+        self.tokens = tokens
+
+    def fits(self, block: list[dict[str, Any]]) -> bool:
+        if self.messages is not None and len(block) > self.messages:
+            return False
+        return self.tokens is None or sum(approx_tokens(m) for m in block) <= self.tokens
+
+    def take_tokens(self, n: int) -> None:
+        if self.tokens is not None:
+            self.tokens -= n
+
+    def take(self, block: list[dict[str, Any]]) -> None:
+        if self.messages is not None:
+            self.messages -= len(block)
+        self.take_tokens(sum(approx_tokens(m) for m in block))
+
+
+# A turn is a list of blocks; a block is one message, or an assistant message with its tool
+# results, which must travel together.
+_Turn = list[list[dict[str, Any]]]
+
+
+def _turns(messages: list[dict[str, Any]]) -> list[_Turn]:
+    turns: list[_Turn] = []
+    for message in messages:
+        role = message.get("role")
+        if role == "user" or not turns:
+            turns.append([[message]])
+        elif role == "tool" and turns[-1][-1][0].get("tool_calls"):
+            turns[-1][-1].append(message)
+        else:
+            turns[-1].append([message])
+    return turns
+
+
+def _fit_newest_turn(turn: _Turn, budget: _Budget) -> tuple[list[dict[str, Any]], bool]:
+    """The part of the newest turn to send, and whether that is all of it."""
+    whole = [m for blk in turn for m in blk]
+    if budget.fits(whole) or len(turn) == 1:
+        budget.take(whole)
+        return whole, True
+    # Keep the user message and the latest round, then as many rounds before it as fit.
+    head = turn[0] if turn[0][0].get("role") == "user" else []
+    budget.take(head)
+    rounds = turn[1:] if head else turn
+    kept = [rounds[-1]]
+    budget.take(rounds[-1])
+    for block in reversed(rounds[:-1]):
+        if not budget.fits(block):
+            break
+        budget.take(block)
+        kept.append(block)
+    return head + [m for blk in reversed(kept) for m in blk], False

@@ -1,0 +1,265 @@
+"""Notebook identity and context trimming (clarifai_magic.history)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+
+import pytest
+
+from clarifai_magic.history import (
+    IMAGE_TOKENS,
+    approx_tokens,
+    notebook_key,
+    repair_tool_calls,
+    trim,
+)
+
+# -- notebook_key ----------------------------------------------------------------------------
+
+
+def test_vscode_notebook_file_wins() -> None:
+    ns = {"__vsc_ipynb_file__": "/home/ada/work/analysis.ipynb", "__session__": "analysis.ipynb"}
+    env = {"JPY_SESSION_NAME": "other.ipynb"}
+    assert notebook_key(ns, env, "/tmp") == "/home/ada/work/analysis.ipynb"
+
+
+def test_jupyter_session_path_kept_as_given() -> None:
+    ns = {"__session__": "projects/q3/report.ipynb"}
+    assert notebook_key(ns, {}, "/srv/projects/q3") == "projects/q3/report.ipynb"
+
+
+def test_environment_session_name_when_kernel_did_not_set_it() -> None:
+    # nbclient/papermill callers set JPY_SESSION_NAME themselves; ipykernel < 6.21 has no
+    # __session__.
+    assert notebook_key({}, {"JPY_SESSION_NAME": "runs/nb.ipynb"}, "/x") == "runs/nb.ipynb"
+
+
+def test_blank_values_are_ignored() -> None:
+    ns = {"__vsc_ipynb_file__": "", "__session__": "  "}
+    assert notebook_key(ns, {"JPY_SESSION_NAME": "nb.ipynb"}, "/x") == "nb.ipynb"
+
+
+def test_scripts_share_a_key_per_real_working_directory(tmp_path) -> None:
+    real = tmp_path / "project"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    key = notebook_key({}, {}, str(real))
+    assert key == "cwd:" + os.path.realpath(real)
+    assert notebook_key({}, {}, str(link)) == key
+    assert notebook_key({}, {}, str(tmp_path)) != key
+
+
+# -- approx_tokens ---------------------------------------------------------------------------
+
+
+def test_text_is_about_four_characters_a_token() -> None:
+    short = approx_tokens({"role": "user", "content": "x" * 40})
+    long = approx_tokens({"role": "user", "content": "x" * 4000})
+    assert long - short == (4000 - 40) // 4
+
+
+def test_image_counts_as_an_image_not_as_its_base64() -> None:
+    data_url = "data:image/png;base64," + "A" * 400_000
+    message = {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "what is this?"},
+            {"type": "image_url", "image_url": {"url": data_url}},
+        ],
+    }
+    assert IMAGE_TOKENS <= approx_tokens(message) < IMAGE_TOKENS + 20
+
+
+def test_tool_call_arguments_count() -> None:
+    bare = {"role": "assistant", "content": None}
+    calling = dict(bare, tool_calls=[_call("c1", args='{"q": "' + "y" * 400 + '"}')])
+    assert approx_tokens(calling) - approx_tokens(bare) >= 100
+
+
+# -- repair_tool_calls -----------------------------------------------------------------------
+
+
+def test_unanswered_calls_and_orphan_results_are_dropped() -> None:
+    messages = [
+        {"role": "user", "content": "weather in Paris and Rome?"},
+        {
+            "role": "assistant",
+            "content": "Checking.",
+            "tool_calls": [_call("a"), _call("b")],
+        },
+        _result("a"),  # the kernel died before b's result was stored
+        {"role": "tool", "tool_call_id": "zz", "content": "stray"},
+        {"role": "tool", "tool_call_id": "lost", "content": "orphan"},
+        {"role": "assistant", "content": None, "tool_calls": [_call("c")]},  # never answered
+    ]
+    before = copy.deepcopy(messages)
+    out = repair_tool_calls(messages)
+    assert messages == before  # inputs untouched
+    assert out == [
+        messages[0],
+        dict(messages[1], tool_calls=[_call("a")]),
+        _result("a"),
+    ]
+
+
+def test_assistant_text_survives_when_all_its_calls_are_dropped() -> None:
+    out = repair_tool_calls(
+        [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "Let me look", "tool_calls": [_call("a")]},
+        ]
+    )
+    assert out == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Let me look"},
+    ]
+
+
+# -- trim ------------------------------------------------------------------------------------
+
+
+def test_no_budget_sends_everything_with_system_first() -> None:
+    conv = _conversation(turns=3)
+    assert trim(conv) == conv
+
+
+def test_max_messages_drops_oldest_whole_turns() -> None:
+    conv = _conversation(turns=4, tool_rounds=1)  # each turn: user, call, 2 results, answer
+    out = trim(conv, max_messages=14)
+    assert out[0]["role"] == "system"
+    assert [m["content"] for m in out if m["role"] == "user"] == ["question 2", "question 3"]
+    assert out[1:] == conv[-10:]
+
+
+def test_never_starts_with_a_tool_result_or_splits_a_call_from_its_results() -> None:
+    conv = _conversation(turns=3, tool_rounds=2)  # a turn: user, 2 x (call, 2 results), answer
+    for limit in range(8, 25):
+        out = trim(conv, max_messages=limit)
+        _assert_sendable(out)
+        assert out[1]["role"] == "user"
+        assert out[-1] == conv[-1]
+
+
+def test_token_budget_keeps_system_prompt_and_newest_turns() -> None:
+    conv = [{"role": "system", "content": "You are terse."}]
+    for i in range(10):
+        conv += [
+            {"role": "user", "content": f"q{i} " + "w" * 396},
+            {"role": "assistant", "content": f"a{i} " + "w" * 396},
+        ]
+    per_turn = approx_tokens(conv[1]) + approx_tokens(conv[2])
+    budget = approx_tokens(conv[0]) + 3 * per_turn + per_turn // 2
+    out = trim(conv, max_tokens=budget)
+    assert out[0] == conv[0]
+    assert out[1:] == conv[-6:]
+    assert sum(approx_tokens(m) for m in out) <= budget
+
+
+def test_newest_turn_is_sent_even_over_budget() -> None:
+    conv = _conversation(turns=2) + [{"role": "user", "content": "z" * 10_000}]
+    out = trim(conv, max_tokens=50, max_messages=0)
+    assert out == [conv[0], conv[-1]]
+
+
+def test_long_tool_loop_in_the_newest_turn_keeps_question_and_latest_rounds() -> None:
+    conv = _conversation(turns=1, tool_rounds=6)  # system, user, 6 x (call, 2 results), answer
+    out = trim(conv, max_messages=9)
+    _assert_sendable(out)
+    assert out[:2] == conv[:2]  # system prompt and the question
+    assert out[2:] == conv[-7:]  # the last two rounds and the answer
+    assert out[-1]["content"] == "answer 0"
+
+
+def test_trimming_random_conversations_keeps_them_sendable() -> None:
+    rng = random.Random(7)
+    for _ in range(300):
+        conv = _random_conversation(rng)
+        max_messages = rng.choice([None, 0, 1, 3, 6, 12])
+        max_tokens = rng.choice([None, 10, 60, 200, 1000])
+        out = trim(conv, max_messages=max_messages, max_tokens=max_tokens)
+        _assert_sendable(out)
+        systems = [m for m in conv if m["role"] == "system"]
+        assert out[: len(systems)] == systems
+        rest = out[len(systems) :]
+        repaired = [m for m in repair_tool_calls(conv) if m["role"] != "system"]
+        if repaired:
+            assert rest[-1] == repaired[-1]
+        if len(rest) < len(repaired) and any(m["role"] == "user" for m in repaired):
+            assert rest[0]["role"] == "user"  # a cut history starts with a question
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _call(call_id: str, name: str = "weather", args: str = '{"city": "Paris"}') -> dict:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
+
+
+def _result(call_id: str) -> dict:
+    return {"role": "tool", "tool_call_id": call_id, "content": json.dumps({"temp": 21})}
+
+
+def _conversation(turns: int, tool_rounds: int = 0) -> list[dict]:
+    conv = [{"role": "system", "content": "Be helpful."}]
+    for t in range(turns):
+        conv.append({"role": "user", "content": f"question {t}"})
+        for r in range(tool_rounds):
+            ids = [f"t{t}r{r}a", f"t{t}r{r}b"]
+            conv.append(
+                {"role": "assistant", "content": None, "tool_calls": [_call(i) for i in ids]}
+            )
+            conv += [_result(i) for i in ids]
+        conv.append({"role": "assistant", "content": f"answer {t}"})
+    return conv
+
+
+def _random_conversation(rng: random.Random) -> list[dict]:
+    conv: list[dict] = []
+    if rng.random() < 0.7:
+        conv.append({"role": "system", "content": "sys " * rng.randint(1, 30)})
+    n = 0
+    for _ in range(rng.randint(0, 8)):
+        kind = rng.choice(["user", "user", "answer", "tools", "tools", "stray"])
+        text = "w" * rng.randint(0, 300)
+        if kind == "user":
+            conv.append({"role": "user", "content": text})
+        elif kind == "answer":
+            conv.append({"role": "assistant", "content": text})
+        elif kind == "tools":
+            ids = [f"c{n}_{k}" for k in range(rng.randint(1, 3))]
+            n += 1
+            conv.append(
+                {"role": "assistant", "content": None, "tool_calls": [_call(i) for i in ids]}
+            )
+            conv += [_result(i) for i in ids if rng.random() < 0.85]
+        else:
+            conv.append(_result("nobody"))
+    return conv
+
+
+def _assert_sendable(messages: list[dict]) -> None:
+    """What the chat-completions API accepts: each call answered right after it, no orphans."""
+    i = 0
+    while i < len(messages):
+        message = messages[i]
+        assert message["role"] != "tool", f"tool result without its call at {i}"
+        i += 1
+        calls = message.get("tool_calls")
+        if calls:
+            answered = []
+            while i < len(messages) and messages[i]["role"] == "tool":
+                answered.append(messages[i]["tool_call_id"])
+                i += 1
+            assert sorted(answered) == sorted(c["id"] for c in calls)
+
+
+@pytest.mark.parametrize("limit", [None, 5])
+def test_trim_does_not_modify_its_input(limit: int | None) -> None:
+    conv = _conversation(turns=3, tool_rounds=1)
+    before = copy.deepcopy(conv)
+    trim(conv, max_messages=limit)
+    assert conv == before

@@ -8,7 +8,6 @@ runs it, and a view from :mod:`clarifai_magic.render` draws it. Line commands
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import re
 import shlex
@@ -34,6 +33,7 @@ from .models import (
 from .prompt import interpolate, strip_code_fences
 from .render import CellView, TerminalView, history_markdown
 from .session import MAIN_CHAT, Ask, Session, SessionError, Settings
+from .store import StoreError
 
 FORMATS = ("markdown", "text", "code", "json")
 
@@ -123,6 +123,12 @@ class ClarifaiMagics(Magics):
         None, allow_none=True, help="Approximate token budget for history sent."
     ).tag(config=True)
     aliases = Dict(help="Model aliases, NAME -> model.").tag(config=True)
+    confirm_with = Enum(
+        ["auto", "buttons", "input"],
+        "auto",
+        help="How confirm=True tools ask: buttons where the frontend delivers clicks during a "
+        "running cell (JupyterLab >= 4.4), else a text prompt.",
+    ).tag(config=True)
     image_max_side = Int(1568, help="Images larger than this (pixels) are downscaled.").tag(
         config=True
     )
@@ -136,6 +142,7 @@ class ClarifaiMagics(Magics):
             "help": self.cmd_help,
             "login": self.cmd_login,
             "logout": self.cmd_logout,
+            "offline": self.cmd_offline,
             "models": self.cmd_models,
             "alias": self.cmd_alias,
             "tools": self.cmd_tools,
@@ -175,8 +182,12 @@ class ClarifaiMagics(Magics):
                 argv, prompt = _split(line), cell
             args = CELL_PARSER.parse_args(argv)
             self._ask(args, prompt)
-        except (SessionError, ModelNameError) as exc:
+        except (SessionError, ModelNameError, StoreError) as exc:
             self._say_error(str(exc))
+        finally:
+            notice = self.session.pop_store_notice()
+            if notice:
+                self._say_error(notice)
 
     def _say_error(self, message: str) -> None:
         print(message, file=sys.stderr)
@@ -293,12 +304,14 @@ class ClarifaiMagics(Magics):
         return tools
 
     def _confirm(self, tool: Any, arguments: dict[str, Any]) -> bool:
-        shown = json.dumps(arguments, ensure_ascii=False)
-        try:
-            answer = input(f"Run {tool.name}({shown})? [y/N] ")
-        except (EOFError, RuntimeError):
-            return False
-        return answer.strip().lower() in ("y", "yes")
+        from .confirm import ButtonConfirm, ask_with_input, buttons_can_work
+
+        mode = self.confirm_with
+        if mode == "auto":
+            mode = "buttons" if buttons_can_work(self.shell) else "input"
+        if mode == "buttons":
+            return ButtonConfirm()(tool, arguments)
+        return ask_with_input(tool, arguments)
 
     # -- line commands --------------------------------------------------------------------
     def cmd_help(self, rest: str) -> None:
@@ -330,6 +343,30 @@ class ClarifaiMagics(Magics):
         """Forget a PAT given with %clarifai login."""
         self.session.login_pat = None
         print("Forgot the PAT from %clarifai login.")
+
+    def cmd_offline(self, rest: str) -> None:
+        """[on|off|auto]: answer from the built-in offline server (scripted, no account needed)."""
+        choice = rest.strip() or "on"
+        if choice not in ("on", "off", "auto"):
+            raise UsageError("Usage: %clarifai offline [on|off|auto]")
+        if choice == "off":
+            self.session.go_online()
+            print("Offline mode off: questions go to Clarifai again.")
+            return
+        if choice == "auto" and not self.session.offline:
+            try:
+                creds = self.session.credentials()
+            except SessionError:
+                pass
+            else:
+                print(f"Using Clarifai with the PAT from {creds.source}.")
+                return
+        address = self.session.go_offline()
+        print(
+            f"Offline mode on: answers now come from the built-in server at {address}. They are "
+            "SCRIPTED (the server echoes your question), not from a real model. "
+            "`%clarifai offline off` switches back."
+        )
 
     def cmd_models(self, rest: str) -> None:
         """List models (GET /models merged with the capability table)."""

@@ -75,10 +75,12 @@ class Session:
         self._store: Store | None = None
         self._client: tuple[tuple[str, str], openai.OpenAI] | None = None
         self._runner: ToolRunner | None = None
-        self._lock = threading.Lock()
+        self._offline: Any = None  # an OfflineServer while `%clarifai offline` is on
 
     # -- pieces, made on first use -------------------------------------------------------
     def credentials(self) -> Credentials:
+        if self._offline is not None:
+            return Credentials(Secret("offline"), "the offline server", self._offline.api_base)
         creds = find_credentials(self.environ, login_pat=self.login_pat)
         if creds is None:
             raise SessionError(NO_PAT_MESSAGE)
@@ -107,6 +109,27 @@ class Session:
 
             self._runner = ToolRunner()
         return self._runner
+
+    @property
+    def offline(self) -> bool:
+        return self._offline is not None
+
+    def go_offline(self) -> str:
+        """Answer from the built-in offline server (scripted replies); returns its address."""
+        if self._offline is None:
+            from .testing import OfflineServer
+
+            self._offline = OfflineServer().start()
+        return self._offline.api_base
+
+    def go_online(self) -> None:
+        if self._offline is not None:
+            self._offline.stop()
+            self._offline = None
+
+    def pop_store_notice(self) -> str | None:
+        """A one-time warning from the store (e.g. a corrupt database was moved aside)."""
+        return self._store.pop_notice() if self._store is not None else None
 
     def resolve_model(self, name: str | None) -> str:
         env = os.environ if self.environ is None else self.environ
@@ -189,6 +212,7 @@ class Session:
         )
 
     def close(self) -> None:
+        self.go_online()
         if self._runner is not None:
             self._runner.close()
         if self._store is not None:

@@ -1,0 +1,97 @@
+"""Asking before a ``confirm=True`` tool runs: buttons in a notebook, ``input()`` elsewhere.
+
+A button click reaches the kernel while the cell is still running only when the frontend sends
+widget messages on a kernel subshell (ipykernel >= 7 with JupyterLab >= 4.4 / Notebook 7, whose
+default ``commsOverSubshells`` does so). Elsewhere (VS Code, older frontends) the click would wait
+behind the running cell, so the text prompt is used instead. The wait for a click is bounded, and
+the stop button ends it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+BUTTON_TIMEOUT = 300.0
+
+ConfirmCallback = Callable[[Any, dict[str, Any]], bool]
+
+
+def _question(tool: Any, arguments: Mapping[str, Any]) -> str:
+    shown = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in arguments.items())
+    return f"Run {tool.name}({shown})?"
+
+
+def ask_with_input(tool: Any, arguments: dict[str, Any]) -> bool:
+    """A y/N prompt on stdin (a text box in a notebook)."""
+    try:
+        answer = input(_question(tool, arguments) + " [y/N] ")
+    except (EOFError, RuntimeError):  # no stdin: a script, or a frontend without input support
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def buttons_can_work(shell: Any) -> bool:
+    """Whether a widget click can arrive while the cell runs (see the module docstring)."""
+    kernel = getattr(shell, "kernel", None)
+    if kernel is None or "__vsc_ipynb_file__" in shell.user_ns:
+        return False
+    return bool(getattr(kernel, "_supports_kernel_subshells", False))
+
+
+class ButtonConfirm:
+    """Shows [Run] [Skip] under the question and waits for a click in the cell's own thread."""
+
+    def __init__(self, timeout: float = BUTTON_TIMEOUT) -> None:
+        self.timeout = timeout
+
+    def __call__(self, tool: Any, arguments: dict[str, Any]) -> bool:
+        import ipywidgets as widgets
+        from IPython.display import display
+
+        decided = threading.Event()
+        choice: list[bool] = []
+        label = widgets.HTML(f"🔧 {_escape(_question(tool, arguments))}")
+        run = widgets.Button(description="Run", button_style="success", icon="play")
+        skip = widgets.Button(description="Skip", icon="times")
+
+        def pick(value: bool) -> Callable[[Any], None]:
+            def handler(_button: Any) -> None:
+                if not decided.is_set():
+                    choice.append(value)
+                    decided.set()
+
+            return handler
+
+        run.on_click(pick(True))
+        skip.on_click(pick(False))
+        box = widgets.HBox([label, run, skip])
+        display(box)
+        try:
+            # Short waits keep the main thread responsive to the stop button.
+            waited = 0.0
+            while not decided.wait(0.1):
+                waited += 0.1
+                if waited >= self.timeout:
+                    break
+        finally:
+            run.disabled = skip.disabled = True
+        approved = bool(choice and choice[0])
+        if not choice:
+            verdict = (
+                f"No answer within {self.timeout:.0f} s, so it was skipped. If the buttons don't "
+                "respond in this frontend, use `%config ClarifaiMagics.confirm_with = 'input'`."
+            )
+        else:
+            verdict = "Approved." if approved else "Skipped."
+        label.value = f"🔧 {_escape(_question(tool, arguments))} <b>{verdict}</b>"
+        box.children = (label,)
+        return approved
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text)

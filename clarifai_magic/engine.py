@@ -10,6 +10,7 @@ partial answer.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -54,6 +55,7 @@ class ToolActivity:
 class Round:
     stream: StreamAccumulator = field(default_factory=StreamAccumulator)
     tools: list[ToolActivity] = field(default_factory=list)
+    saved: bool = False  # its messages (tool calls and results) are in the store
 
 
 @dataclass
@@ -115,13 +117,23 @@ def _assistant_message(round_: Round) -> dict[str, Any]:
             {
                 "id": c.id,
                 "type": "function",
-                "function": {"name": c.name, "arguments": c.arguments or "{}"},
+                "function": {"name": c.name, "arguments": _valid_json(c.arguments)},
             }
             for c in calls
         ]
     elif message["content"] is None:
         message["content"] = ""
     return message
+
+
+def _valid_json(arguments: str) -> str:
+    """Arguments to send back: malformed JSON becomes ``{}`` (the tool result explains why),
+    because upstreams that translate to other providers' formats must parse it."""
+    try:
+        json.loads(arguments or "{}")
+    except json.JSONDecodeError:
+        return "{}"
+    return arguments or "{}"
 
 
 def _tool_messages(round_: Round) -> list[dict[str, Any]]:
@@ -195,7 +207,7 @@ class _Turn:
             transcript.error = explain_error(
                 exc, self.options.model, credentials, mid_stream=started
             )
-        if transcript.partial and transcript.rounds:
+        if transcript.partial and transcript.rounds and not transcript.rounds[-1].saved:
             last = transcript.rounds[-1].stream
             if last.text or last.tool_calls:
                 # Keep what streamed, without tool calls that never got results.
@@ -294,6 +306,7 @@ class _Turn:
         new = [_assistant_message(round_), *_tool_messages(round_)]
         self.sent.extend(new)
         self.save(new, False, None)
+        round_.saved = True
         self.view.show(self.transcript)
 
     def _tool_runner(self) -> ToolRunner:

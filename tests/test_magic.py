@@ -313,3 +313,39 @@ def test_pat_never_appears_anywhere(shell: Any, server: OfflineServer, env: Any)
     for path in (env / "home").rglob("*"):
         if path.is_file():
             assert TEST_PAT.encode() not in path.read_bytes(), path
+
+
+def test_terminal_ipython_prints_plain_text_as_it_streams(
+    shell: Any, server: OfflineServer
+) -> None:
+    run(shell, "%config ClarifaiMagics.display_mode = 'terminal'")
+    server.enqueue(text("Plain **answer**.", reasoning="hmm"))
+    out = run(shell, "%%clarifai\nHi")
+    assert not out.outputs, "no rich display in a terminal"
+    assert "[thinking] hmm" in out.stdout
+    assert "Plain **answer**." in out.stdout and "gpt-4o" in out.stdout
+
+
+def test_format_text_and_out(shell: Any, server: OfflineServer) -> None:
+    server.enqueue(text("a <b> c"))
+    out = run(shell, "%%clarifai -f text --out t\nq")
+    assert shell.user_ns["t"] == "a <b> c"
+    assert "<pre>a &lt;b&gt; c</pre>" in final_markdown(out)
+
+
+def test_loading_the_extension_does_not_import_openai() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "ip = InteractiveShell.instance()\n"
+        "ip.run_line_magic('load_ext', 'clarifai_magic')\n"
+        "assert 'clarifai' in ip.magics_manager.magics['cell']\n"
+        "print(sorted(m for m in ('openai', 'httpx', 'pydantic', 'PIL', 'numpy') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -40,6 +40,30 @@ def env(server: OfflineServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.fixture
+def kernel_env(server: OfflineServer, tmp_path: Path) -> dict[str, str]:
+    """Environment for a real kernel: the offline server, a test PAT, private dirs, a notebook."""
+    return {
+        "CLARIFAI_PAT": TEST_PAT,
+        "CLARIFAI_API_BASE": server.api_base,
+        "CLARIFAI_MAGIC_HOME": str(tmp_path / "home"),
+        "HOME": str(tmp_path),
+        "JPY_SESSION_NAME": str(tmp_path / "analysis.ipynb"),
+    }
+
+
+@pytest.fixture
+def kernel(kernel_env: dict[str, str]) -> Iterator[Any]:
+    """A real ipykernel (jupyter_client) with :func:`kernel_env`."""
+    from .kernel_util import Kernel
+
+    k = Kernel(kernel_env)
+    try:
+        yield k
+    finally:
+        k.shutdown()
+
+
+@pytest.fixture
 def shell(env: Path) -> Iterator[Any]:
     """A real in-process IPython shell with the extension loaded, drawing cell displays."""
     from IPython.core.interactiveshell import InteractiveShell

@@ -11,7 +11,6 @@ from typing import Any
 from clarifai_magic.store import Store
 from clarifai_magic.testing import OfflineServer, text
 
-from .conftest import TEST_PAT
 from .kernel_util import Kernel
 from .test_magic import everything, final_markdown, run
 
@@ -68,7 +67,11 @@ def test_history_undo_reset_fork_chats_usage(shell: Any, server: OfflineServer) 
     out = run(shell, "%clarifai undo")
     assert "2 messages" in out.stdout
     ask(shell, server, "%%clarifai\nthird", "3")
-    assert [m["content"] for m in sent_messages(server)] == ["first question", "first answer", "third"]
+    assert [m["content"] for m in sent_messages(server)] == [
+        "first question",
+        "first answer",
+        "third",
+    ]
 
     ask(shell, server, "%%clarifai --chat branch\nfrom branch", "b")
     assert "second answer" in [m["content"] for m in sent_messages(server)]
@@ -98,7 +101,9 @@ def test_history_budget_trims_what_is_sent_not_what_is_stored(
     run(shell, "%config ClarifaiMagics.max_history = None")
 
 
-def test_interrupted_or_failed_answer_is_stored_as_partial(shell: Any, server: OfflineServer) -> None:
+def test_interrupted_or_failed_answer_is_stored_as_partial(
+    shell: Any, server: OfflineServer
+) -> None:
     from clarifai_magic.testing import mid_stream_error
 
     server.enqueue(mid_stream_error("half of it "))
@@ -120,58 +125,42 @@ def test_corrupt_database_is_moved_aside_and_the_magic_keeps_working(
     assert final_markdown(out).startswith("Hi")
 
 
-def kernel_env(server: OfflineServer, tmp_path: Path) -> dict[str, str]:
-    return {
-        "CLARIFAI_PAT": TEST_PAT,
-        "CLARIFAI_API_BASE": server.api_base,
-        "CLARIFAI_MAGIC_HOME": str(tmp_path / "home"),
-        "HOME": str(tmp_path),
-        "JPY_SESSION_NAME": str(tmp_path / "lesson.ipynb"),
-    }
+def test_conversation_survives_a_kernel_restart(server: OfflineServer, kernel: Kernel) -> None:
+    kernel.run("%load_ext clarifai_magic")
+    server.enqueue(text("Noted: 42."))
+    kernel.run("%%clarifai\nRemember the number 42.")
+    kernel.restart()
+    kernel.run("%load_ext clarifai_magic")
+    server.enqueue(text("It was 42."))
+    run_ = kernel.run("%%clarifai\nWhich number?")
+    assert "It was 42." in run_.last_markdown
+    assert [m["content"] for m in sent_messages(server)] == [
+        "Remember the number 42.",
+        "Noted: 42.",
+        "Which number?",
+    ]
 
 
-def test_conversation_survives_a_kernel_restart(server: OfflineServer, tmp_path: Path) -> None:
-    kernel = Kernel(kernel_env(server, tmp_path))
-    try:
-        kernel.run("%load_ext clarifai_magic")
-        server.enqueue(text("Noted: 42."))
-        kernel.run("%%clarifai\nRemember the number 42.")
-        kernel.restart()
-        kernel.run("%load_ext clarifai_magic")
-        server.enqueue(text("It was 42."))
-        run_ = kernel.run("%%clarifai\nWhich number?")
-        assert "It was 42." in run_.last_markdown
-        assert [m["content"] for m in sent_messages(server)] == [
-            "Remember the number 42.",
-            "Noted: 42.",
-            "Which number?",
-        ]
-    finally:
-        kernel.shutdown()
+def test_sigkill_mid_stream_keeps_everything_committed(
+    server: OfflineServer, kernel: Kernel, kernel_env: dict[str, str]
+) -> None:
+    kernel.run("%load_ext clarifai_magic")
+    server.enqueue(text("First answer."))
+    kernel.run("%%clarifai\nFirst question")
+    server.enqueue(text("slow " * 400, chunk_size=5, delay=0.03))
+    msg_id = kernel.start("%%clarifai\nSecond question")
+    kernel.wait_for(msg_id, lambda m: "slow slow slow" in str(m["content"]))
+    time.sleep(1.5)  # past the engine's one-second checkpoint
+    os.kill(kernel.km.provisioner.process.pid, signal.SIGKILL)
+    kernel.km.provisioner.process.wait(timeout=10)
 
-
-def test_sigkill_mid_stream_keeps_everything_committed(server: OfflineServer, tmp_path: Path) -> None:
-    env = kernel_env(server, tmp_path)
-    kernel = Kernel(env)
-    try:
-        kernel.run("%load_ext clarifai_magic")
-        server.enqueue(text("First answer."))
-        kernel.run("%%clarifai\nFirst question")
-        server.enqueue(text("slow " * 400, chunk_size=5, delay=0.03))
-        msg_id = kernel.start("%%clarifai\nSecond question")
-        kernel.wait_for(msg_id, lambda m: "slow slow slow" in str(m["content"]))
-        time.sleep(1.5)  # past the engine's one-second checkpoint
-        os.kill(kernel.km.provisioner.process.pid, signal.SIGKILL)
-        kernel.km.provisioner.process.wait(timeout=10)
-    finally:
-        kernel.shutdown()
-    store = Store(Path(env["CLARIFAI_MAGIC_HOME"]) / "conversations.db")
-    conv = store.conversation(env["JPY_SESSION_NAME"], "main", create=False)
+    store = Store(Path(kernel_env["CLARIFAI_MAGIC_HOME"]) / "conversations.db")
+    conv = store.conversation(kernel_env["JPY_SESSION_NAME"], "main", create=False)
     stored = store.messages(conv)
+    store.close()
     assert [m.message["content"][:20] for m in stored[:3]] == [
         "First question",
         "First answer.",
         "Second question",
     ]
     assert stored[3].partial and stored[3].message["content"].startswith("slow slow")
-    store.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,26 +14,6 @@ from clarifai_magic.testing import OfflineServer, text
 
 from .conftest import TEST_PAT
 from .kernel_util import Kernel
-
-
-@pytest.fixture
-def kernel_env(server: OfflineServer, tmp_path: Path) -> dict[str, str]:
-    return {
-        "CLARIFAI_PAT": TEST_PAT,
-        "CLARIFAI_API_BASE": server.api_base,
-        "CLARIFAI_MAGIC_HOME": str(tmp_path / "home"),
-        "HOME": str(tmp_path),
-        "JPY_SESSION_NAME": str(tmp_path / "analysis.ipynb"),
-    }
-
-
-@pytest.fixture
-def kernel(kernel_env: dict[str, str]) -> Iterator[Kernel]:
-    k = Kernel(kernel_env)
-    try:
-        yield k
-    finally:
-        k.shutdown()
 
 
 def test_stream_in_a_real_kernel_updates_one_display(kernel: Kernel, server: OfflineServer) -> None:

@@ -145,9 +145,7 @@ def test_schema_falls_back_to_instructions_when_response_format_is_rejected(
     out = run(shell, "%%clarifai --schema Invoice --out inv\nExtract.")
     first, second = server.chat_requests
     assert "response_format" in first.json and "response_format" not in second.json
-    assert any(
-        m["role"] == "system" and "JSON" in m["content"] for m in second.json["messages"]
-    )
+    assert any(m["role"] == "system" and "JSON" in m["content"] for m in second.json["messages"])
     assert shell.user_ns["inv"] == Invoice(customer="Bob", total=3)
     assert "rejected response_format" in final_markdown(out)
 
@@ -158,24 +156,13 @@ def test_undefined_schema_is_a_usage_error(shell: Any, server: OfflineServer) ->
 
 
 def test_image_variable_defined_in_one_cell_is_sent_from_the_next(
-    server: OfflineServer, tmp_path: Path
+    server: OfflineServer, kernel: Kernel
 ) -> None:
-    kernel = Kernel(
-        {
-            "CLARIFAI_PAT": "kernel-test-pat",
-            "CLARIFAI_API_BASE": server.api_base,
-            "CLARIFAI_MAGIC_HOME": str(tmp_path / "home"),
-            "HOME": str(tmp_path),
-        }
-    )
-    try:
-        kernel.run("%load_ext clarifai_magic")
-        kernel.run("import numpy as np\nimg = np.full((30, 60, 3), 200, dtype=np.uint8)")
-        server.enqueue(text("A grey rectangle."))
-        run_ = kernel.run("%%clarifai --image img\nWhat is this?")
-        assert run_.reply["content"]["status"] == "ok"
-        parts = sent_parts(server)
-        assert decode(parts[1]).size == (60, 30)
-        assert "A grey rectangle." in run_.last_markdown
-    finally:
-        kernel.shutdown()
+    kernel.run("%load_ext clarifai_magic")
+    kernel.run("import numpy as np\nimg = np.full((30, 60, 3), 200, dtype=np.uint8)")
+    server.enqueue(text("A grey rectangle."))
+    run_ = kernel.run("%%clarifai --image img\nWhat is this?")
+    assert run_.reply["content"]["status"] == "ok"
+    parts = sent_parts(server)
+    assert decode(parts[1]).size == (60, 30)
+    assert "A grey rectangle." in run_.last_markdown

@@ -11,7 +11,6 @@ import html
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -582,23 +581,6 @@ def test_without_tool_streaming_the_loop_runs_on_plain_responses(
 
 
 # --- a real kernel --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def kernel(server: OfflineServer, tmp_path: Path) -> Iterator[Kernel]:
-    k = Kernel(
-        {
-            "CLARIFAI_PAT": TEST_PAT,
-            "CLARIFAI_API_BASE": server.api_base,
-            "CLARIFAI_MAGIC_HOME": str(tmp_path / "home"),
-            "HOME": str(tmp_path),
-            "JPY_SESSION_NAME": str(tmp_path / "tools.ipynb"),
-        }
-    )
-    try:
-        yield k
-    finally:
-        k.shutdown()
 
 
 def test_kernel_a_function_from_one_cell_is_called_by_the_model_in_the_next(

@@ -7,6 +7,7 @@ runs it, and a view from :mod:`clarifai_magic.render` draws it. Line commands
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import os
 import re
@@ -17,7 +18,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments
+from IPython.core.magic_arguments import MagicArgumentParser
 from IPython.display import Markdown, display
 from traitlets import Dict, Enum, Int, Unicode
 
@@ -38,30 +39,32 @@ from .store import StoreError
 FORMATS = ("markdown", "text", "code", "json")
 
 
-def _float(value: str) -> float:
-    return float(value)
+def _cell_parser() -> MagicArgumentParser:
+    parser = MagicArgumentParser(
+        prog="%%clarifai",
+        description="Ask a Clarifai-hosted model; the cell body is the prompt.",
+        formatter_class=argparse.HelpFormatter,
+        add_help=False,
+    )
+    add = parser.add_argument
+    add("-m", "--model", help="Model: Clarifai URL, USER/APP/models/MODEL, id or alias.")
+    add("-s", "--system", help="System prompt (kept with the conversation).")
+    add("-t", "--temperature", type=float, help="Sampling temperature.")
+    add("--max-tokens", type=int, help="Upper limit on the answer's tokens.")
+    add("-f", "--format", choices=FORMATS, default="markdown", help="How to show the answer.")
+    add("--no-interpolate", action="store_true", help="Send {braces} as written.")
+    add("--out", help="Store the answer (or parsed value) in this variable.")
+    add("--tools", default="", help="Comma-separated functions the model may call.")
+    add("--max-rounds", type=int, default=DEFAULT_MAX_ROUNDS, help="Limit on tool rounds.")
+    add("--chat", default=MAIN_CHAT, help="Conversation name (default: main).")
+    add("--new", action="store_true", help="Start the conversation afresh.")
+    add("--no-history", action="store_true", help="A one-off question outside any conversation.")
+    add("--image", action="append", default=[], help="Image to send (repeatable).")
+    add("--schema", help="Pydantic model or dataclass the answer must follow.")
+    return parser
 
 
-@magic_arguments()
-@argument("-m", "--model", help="Model: Clarifai URL, USER/APP/models/MODEL, or an alias.")
-@argument("-s", "--system", help="System prompt (kept with the conversation).")
-@argument("-t", "--temperature", type=_float, help="Sampling temperature.")
-@argument("--max-tokens", type=int, help="Upper limit on the answer's tokens.")
-@argument("-f", "--format", choices=FORMATS, default="markdown", help="How to show the answer.")
-@argument("--no-interpolate", action="store_true", help="Send {braces} as written.")
-@argument("--tools", default="", help="Comma-separated tool functions the model may call.")
-@argument("--max-rounds", type=int, default=DEFAULT_MAX_ROUNDS, help="Limit on tool rounds.")
-@argument("--chat", default=MAIN_CHAT, help="Conversation name (default: main).")
-@argument("--new", action="store_true", help="Start the conversation afresh.")
-@argument("--no-history", action="store_true", help="A one-off question outside any conversation.")
-@argument("--image", action="append", default=[], help="Image to send (repeatable).")
-@argument("--schema", help="Pydantic model or dataclass the answer must follow.")
-@argument("--out", help="Store the answer (or parsed value) in this variable.")
-def _cell_options() -> None:
-    """%%clarifai [options]: ask a Clarifai-hosted model; the cell body is the prompt."""
-
-
-CELL_PARSER: MagicArgumentParser = _cell_options.parser  # type: ignore[attr-defined]
+CELL_PARSER = _cell_parser()
 
 
 def _split(line: str) -> list[str]:
@@ -317,7 +320,7 @@ class ClarifaiMagics(Magics):
     def cmd_help(self, rest: str) -> None:
         """Show this help."""
         lines = [
-            CELL_PARSER.format_help().replace("usage: ", "usage: %%clarifai ", 1),
+            CELL_PARSER.format_help(),
             "",
             "Commands:",
         ]

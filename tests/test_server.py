@@ -681,3 +681,33 @@ def test_standalone_module_serves_until_ctrl_c(tmp_path):
     assert proc.returncode == 0, err
     assert "CLARIFAI_API_BASE=http://127.0.0.1:" in hint
     assert out == ""
+
+
+def test_default_responder_calls_an_offered_tool_then_reports_its_result(client):
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "city": {"type": "string"},
+                    "unit": {"type": "string", "enum": ["C", "F"]},
+                    "days": {"type": "integer", "default": 3},
+                },
+                "required": ["city", "unit"],
+            },
+        },
+    }
+    question = [{"role": "user", "content": "Weather?"}]
+    first = client.chat.completions.create(model="m", messages=question, tools=[tool])
+    [call] = first.choices[0].message.tool_calls
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "example", "unit": "C"}
+    answered = [
+        *question,
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "name": "get_weather", "content": "21 C"},
+    ]
+    second = client.chat.completions.create(model="m", messages=answered, tools=[tool])
+    assert "`get_weather` returned: 21 C" in second.choices[0].message.content

@@ -8,6 +8,7 @@ produce the shapes real OpenAI-compatible servers send (see CLARIFAI_API.md, "St
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
@@ -301,16 +302,57 @@ def prompt_chars(request: dict[str, Any]) -> int:
     return sum(len(message_text(m.get("content"))) for m in messages if isinstance(m, dict))
 
 
+def example_value(schema: Any) -> Any:
+    """A plausible value for a JSON schema, so the offline server can call any declared tool."""
+    if not isinstance(schema, dict):
+        return None
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "default" in schema:
+        return schema["default"]
+    for key in ("anyOf", "oneOf"):
+        options = [o for o in schema.get(key, ()) if o.get("type") != "null"]
+        if options:
+            return example_value(options[0])
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), None)
+    if kind == "object":
+        properties = schema.get("properties") or {}
+        required = schema.get("required", list(properties))
+        return {name: example_value(properties[name]) for name in required if name in properties}
+    if kind == "array":
+        return [example_value(schema.get("items", {}))]
+    samples = {"string": "example", "integer": 1, "number": 1.5, "boolean": True}
+    return samples.get(kind)
+
+
 def echo_reply(request: dict[str, Any]) -> Script:
-    """The default responder: a short markdown reply quoting the last user message, word by word."""
+    """The default responder, a stand-in model that makes every feature visible offline.
+
+    With tools offered and a fresh question, it calls the first tool with example arguments; after
+    tool results, it reports them; otherwise it quotes the last user message, word by word.
+    """
     messages = request.get("messages")
-    last_user = ""
-    if isinstance(messages, list):
-        for message in reversed(messages):
-            if isinstance(message, dict) and message.get("role") == "user":
-                last_user = message_text(message.get("content"))
-                break
+    messages = [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
     model = str(request.get("model") or "offline-model").rstrip("/").rsplit("/", 1)[-1]
+    tools = [t.get("function", {}) for t in request.get("tools") or () if isinstance(t, dict)]
+    last = messages[-1] if messages else {}
+    if tools and last.get("role") == "user":
+        function = tools[0]
+        arguments = json.dumps(example_value(function.get("parameters", {})) or {})
+        return tool_calls([("call_offline_1", str(function.get("name")), arguments)])
+    if last.get("role") == "tool":
+        results = [m for m in messages if m.get("role") == "tool"]
+        lines = "\n".join(
+            f"- `{m.get('name', 'tool')}` returned: {m.get('content')}" for m in results
+        )
+        reply = f"**Offline reply** from `{model}`. The tools answered:\n\n{lines}"
+        return text_pieces(split_words(reply))
+    last_user = next(
+        (message_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"),
+        "",
+    )
     quoted = "\n".join(f"> {line}" if line else ">" for line in last_user.splitlines())
     reply = (
         f"**Offline reply** from `{model}`. You said:\n\n{quoted or '> (nothing)'}\n\n"

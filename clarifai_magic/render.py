@@ -20,8 +20,8 @@ from .engine import Round, ToolActivity, Transcript
 from .models import model_id
 
 MAX_UPDATES_PER_SECOND = 20
-BYTES_PER_SECOND = 64_000
-MAX_INTERVAL = 0.5
+BYTES_PER_SECOND = 32_000
+MAX_INTERVAL = 1.0
 TERMINAL_INTERVAL = 0.03
 PREVIEW_CHARS = 600
 
@@ -174,7 +174,12 @@ class CellView:
         if not final and not self.budget.ready():
             return
         markdown = transcript_markdown(transcript, final=final, fmt=self.fmt)
-        plain = transcript.answer if final and not transcript.partial else markdown
+        # Frontends show text/plain only where Markdown can't render; while streaming a short
+        # stand-in halves the bytes sent, and the final frame carries the whole answer.
+        if not final:
+            plain = "(streaming…)"
+        else:
+            plain = transcript.answer if not transcript.partial else markdown
         self._handle.update(self._bundle_text(markdown, plain), raw=True)
         self.updates += 1
         self.budget.drew(len(markdown))

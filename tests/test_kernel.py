@@ -36,27 +36,34 @@ def test_stream_in_a_real_kernel_updates_one_display(kernel: Kernel, server: Off
 
 
 def test_kernel_interrupt_stops_the_stream_and_keeps_the_partial_answer(
-    kernel: Kernel, server: OfflineServer
+    kernel_env: dict[str, str],
 ) -> None:
-    server.enqueue(text("tick " * 400, chunk_size=5, delay=0.05))  # about 20 s if not stopped
-    kernel.run("%load_ext clarifai_magic")
-    msg_id = kernel.start("%%clarifai\nCount slowly.")
-    kernel.wait_for(
-        msg_id, lambda m: m["msg_type"] == "update_display_data" and "tick" in str(m["content"])
-    )
-    interrupted_at = time.monotonic()
-    kernel.km.interrupt_kernel()
-    run = kernel.collect(msg_id, timeout=30)
-    took = time.monotonic() - interrupted_at
-    assert took < 5, f"interrupt took {took:.1f}s"  # generous: the machine is shared
-    markdown = run.last_markdown
-    assert "Interrupted" in markdown and markdown.startswith("tick")
-    assert run.error is None, "no traceback for an interrupt"
-    # The HTTP response was closed: the server stopped streaming long before the end.
-    deadline = time.monotonic() + 5
-    while server.open_connections and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.open_connections == 0
+    # A server of its own, so its open connections are this kernel's alone.
+    with OfflineServer() as server:
+        kernel = Kernel({**kernel_env, "CLARIFAI_API_BASE": server.api_base})
+        try:
+            server.enqueue(text("tick " * 400, chunk_size=5, delay=0.05))  # ~20 s unless stopped
+            kernel.run("%load_ext clarifai_magic")
+            msg_id = kernel.start("%%clarifai\nCount slowly.")
+            kernel.wait_for(
+                msg_id,
+                lambda m: m["msg_type"] == "update_display_data" and "tick" in str(m["content"]),
+            )
+            interrupted_at = time.monotonic()
+            kernel.km.interrupt_kernel()
+            run = kernel.collect(msg_id, timeout=30)
+            took = time.monotonic() - interrupted_at
+            assert took < 5, f"interrupt took {took:.1f}s"  # generous: the machine is shared
+            markdown = run.last_markdown
+            assert "Interrupted" in markdown and markdown.startswith("tick")
+            assert run.error is None, "no traceback for an interrupt"
+            # The HTTP response was closed: the server saw the connection go.
+            deadline = time.monotonic() + 5
+            while server.open_connections and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert server.open_connections == 0
+        finally:
+            kernel.shutdown()
 
 
 def test_format_code_sends_a_set_next_input_payload(kernel: Kernel, server: OfflineServer) -> None:

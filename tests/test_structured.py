@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 import json
 from dataclasses import dataclass, field
@@ -81,31 +80,31 @@ def objects(node: Any) -> list[dict]:
 
 
 def test_dataclass_schema():
+    # The same schema a tool parameter of this type gets: nested classes written out in place,
+    # defaults shown, no title.
     assert schema_for(Invoice) == {
         "type": "object",
-        "title": "Invoice",
         "description": "An invoice read off a scanned page.",
         "properties": {
             "number": {"type": "string", "description": "as printed"},
-            "lines": {"type": "array", "items": {"$ref": "#/$defs/Line"}},
+            "lines": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "price": {"type": "number"},
+                        "qty": {"type": "integer", "default": 1},
+                    },
+                    "required": ["name", "price"],
+                },
+            },
             "currency": {"enum": ["EUR", "USD"], "type": "string"},
             "status": {"enum": ["paid", "open"], "type": "string"},
-            "note": {"anyOf": [{"type": "string"}, {"type": "null"}]},
-            "tags": {"type": "array", "items": {"type": "string"}},
+            "note": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None},
+            "tags": {"type": "array", "items": {"type": "string"}, "default": []},
         },
         "required": ["number", "lines", "currency", "status"],
-        "$defs": {
-            "Line": {
-                "type": "object",
-                "title": "Line",
-                "properties": {
-                    "name": {"type": "string"},
-                    "price": {"type": "number"},
-                    "qty": {"type": "integer"},
-                },
-                "required": ["name", "price"],
-            }
-        },
     }
 
 
@@ -135,7 +134,11 @@ def test_dataclass_schema_covers_dicts_tuples_unions_and_any():
 
 def test_recursive_dataclass_schema_terminates_and_refers_to_itself():
     schema = schema_for(Node)
-    assert schema["properties"]["children"] == {"type": "array", "items": {"$ref": "#/$defs/Node"}}
+    assert schema["properties"]["children"] == {
+        "type": "array",
+        "items": {"$ref": "#/$defs/Node"},
+        "default": [],
+    }
     assert schema["$defs"]["Node"]["properties"]["label"] == {"type": "string"}
 
 
@@ -152,7 +155,7 @@ def test_pydantic_schema_is_the_models_own():
 def test_unsupported_field_type_names_the_field():
     @dataclass
     class Meeting:
-        when: dt.datetime
+        when: complex
 
     with pytest.raises(SchemaError, match=r"Meeting\.when"):
         schema_for(Meeting)
@@ -177,13 +180,20 @@ def test_response_format_for_dataclass_is_strict_everywhere():
     for obj in objects(schema):
         assert obj["additionalProperties"] is False
         assert obj["required"] == list(obj["properties"])
-    # A field that was optional keeps its type: the model must fill it in.
-    assert schema["$defs"]["Line"]["properties"]["qty"] == {"type": "integer"}
+    # A field that was optional becomes nullable; null means "the default" (as for tools).
+    assert schema["properties"]["lines"]["items"]["properties"]["qty"] == {
+        "anyOf": [{"type": "integer"}, {"type": "null"}],
+        "default": 1,
+    }
 
 
-def test_response_format_for_pydantic_drops_defaults_and_inlines_described_refs():
+def test_response_format_for_pydantic_makes_optionals_nullable_and_inlines_described_refs():
     schema = response_format_for(PInvoice)["json_schema"]["schema"]
-    assert "default" not in json.dumps(schema)
+    assert schema["properties"]["total"] == {
+        "anyOf": [{"type": "number", "title": "Total"}, {"type": "null"}],
+        "default": 0.0,
+    }
+    assert json.dumps(schema).count('"default"') == 1
     first = schema["properties"]["first"]
     assert "$ref" not in first
     assert first["description"] == "the first line"
@@ -288,15 +298,17 @@ def test_dataclass_reply_errors_name_every_failed_field():
     assert result.raw == json.dumps(bad)
     assert result.errors == [
         FieldError("number", "field required"),
-        FieldError("lines[0].price", "expected number, got string"),
+        FieldError("lines[0].price", 'expected number, got string "3"'),
         FieldError("lines[1].name", "field required"),
-        FieldError("lines[1].qty", "expected integer, got number"),
+        FieldError("lines[1].qty", "expected integer, got number 1.5"),
         FieldError("currency", 'expected one of "EUR", "USD", got "GBP"'),
         FieldError("status", 'expected one of "paid", "open", got "PAID"'),
-        FieldError("note", "expected string, got integer"),
-        FieldError("tags", "expected array, got string"),
+        FieldError("note", "expected string, got integer 5"),
+        FieldError("tags", 'expected array, got string "x"'),
     ]
-    assert result.describe_errors().splitlines()[1] == "lines[0].price: expected number, got string"
+    assert result.describe_errors().splitlines()[1] == (
+        'lines[0].price: expected number, got string "3"'
+    )
 
 
 def test_optional_nested_dataclass_reports_inner_paths():
@@ -322,9 +334,9 @@ def test_unions_tuples_and_booleans_are_checked():
     assert ok.value == Misc("x", (1, "a"), True)
     bad = parse_structured('{"either": [1], "pair": [1, 2, 3], "flag": 1}', Misc)
     assert bad.errors == [
-        FieldError("either", "array matches none of the allowed types"),
-        FieldError("pair", "expected 2 items, got 3"),
-        FieldError("flag", "expected boolean, got integer"),
+        FieldError("either", "expected integer or string, got [1]"),
+        FieldError("pair", "expected exactly 2 items, got 3"),
+        FieldError("flag", "expected boolean, got integer 1"),
     ]
 
 
@@ -355,7 +367,7 @@ def test_reply_that_is_not_json_keeps_the_text():
 
 def test_reply_of_the_wrong_json_kind():
     assert parse_structured("[1, 2]", Invoice).errors == [
-        FieldError("", "expected object, got array")
+        FieldError("", "expected object, got array [1, 2]")
     ]
 
 

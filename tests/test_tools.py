@@ -579,9 +579,9 @@ def test_invalid_arguments_are_reported_to_the_model_and_the_tool_is_not_run(run
     assert [o.ok for o in outcomes] == [False] * 5
     assert all(o.content.startswith("Error: invalid arguments for get_weather: ") for o in outcomes)
     assert "location: expected string, got integer 5" in outcomes[0].content
-    assert "missing required argument 'location'" in outcomes[1].content
-    assert 'unit: must be one of "C", "F", got "K"' in outcomes[2].content
-    assert "unexpected argument 'city'" in outcomes[3].content
+    assert "location: field required" in outcomes[1].content
+    assert 'unit: expected one of "C", "F", got "K"' in outcomes[2].content
+    assert "city: unexpected field (allowed: location, unit, days)" in outcomes[3].content
     assert "days: expected integer" in outcomes[4].content
     assert outcomes[3].arguments == {"location": "Lima", "city": "Lima"}
 
@@ -928,9 +928,9 @@ def test_positional_only_parameters(runner):
     assert run_one(runner, f, {"a": 1, "b": 5}).content == "15"
 
 
-def test_importing_tools_loads_neither_ipython_nor_pydantic():
+def test_importing_tools_and_structured_loads_neither_ipython_nor_pydantic():
     code = (
-        "import sys, clarifai_magic.tools; "
+        "import sys, clarifai_magic.tools, clarifai_magic.structured; "
         "print(sorted(m for m in ('IPython', 'pydantic', 'openai') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

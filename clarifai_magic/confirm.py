@@ -69,6 +69,7 @@ class ButtonConfirm:
         skip.on_click(pick(False))
         box = widgets.HBox([label, run, skip])
         display(box)
+        _let_clicks_use_their_subshell(run, skip)
         try:
             # Short waits keep the main thread responsive to the stop button.
             waited = 0.0
@@ -89,6 +90,23 @@ class ButtonConfirm:
         label.value = f"🔧 {_escape(_question(tool, arguments))} <b>{verdict}</b>"
         box.children = (label,)
         return approved
+
+
+def _let_clicks_use_their_subshell(*buttons: Any) -> None:
+    """Undo ipykernel 7.4's pinning of a comm's replies to the subshell that last published.
+
+    ipykernel 7.4 remembers the subshell a comm last sent from (here: the main shell, busy with
+    this very cell) and routes frontend messages for it there, even when JupyterLab sent the
+    click on a subshell of its own. Forgetting that memory lets the click take the subshell the
+    frontend asked for. Older ipykernels have no such attribute, and nothing changes.
+    """
+    for button in buttons:
+        comm = getattr(button, "comm", None)
+        lock = getattr(comm, "_reply_subshell_lock", None)
+        if lock is None:
+            continue
+        with lock:
+            comm.__dict__.pop("_reply_subshell_id", None)
 
 
 def _escape(text: str) -> str:

@@ -162,6 +162,7 @@ class CellView:
         self.fmt = fmt
         self.budget = FrameBudget(1 / MAX_UPDATES_PER_SECOND, BYTES_PER_SECOND)
         self.updates = 0
+        self._drawn_status = ""
         self._handle = display(
             self._bundle_text("*Waiting for the model…*", ""), raw=True, display_id=True
         )
@@ -171,8 +172,12 @@ class CellView:
         return {"text/markdown": markdown, "text/plain": plain or markdown}
 
     def show(self, transcript: Transcript, final: bool = False) -> None:
-        if not final and not self.budget.ready():
+        # A change of phase (tools start or finish) is drawn at once, whatever the budget.
+        done = sum(1 for r in transcript.rounds for a in r.tools if a.outcome is not None)
+        phase = f"{transcript.status}/{len(transcript.rounds)}/{done}"
+        if not final and phase == self._drawn_status and not self.budget.ready():
             return
+        self._drawn_status = phase
         markdown = transcript_markdown(transcript, final=final, fmt=self.fmt)
         # Frontends show text/plain only where Markdown can't render; while streaming a short
         # stand-in halves the bytes sent, and the final frame carries the whole answer.

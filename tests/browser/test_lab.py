@@ -1,0 +1,86 @@
+"""%%clarifai in JupyterLab, in a real browser: rendered answers and confirm buttons."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from clarifai_magic.testing import OfflineServer, text, tool_calls
+
+from .lab import Lab
+
+DELETE_ROWS = '''from clarifai_magic import tool
+
+@tool(confirm=True)
+def delete_rows(table: str) -> str:
+    """Delete all rows of a table."""
+    return f"deleted {table}"'''
+
+
+def test_answer_streams_into_the_cell_as_rendered_markdown(
+    lab: Lab, page: Page, server: OfflineServer
+) -> None:
+    server.enqueue(
+        text("## Summary\n\nThe **mean** is 3.5.", chunk_size=2, delay=0.02, reasoning="Compute.")
+    )
+    nb = lab.open(page, "summary", ["%load_ext clarifai_magic", "%%clarifai\nSummarise."])
+    nb.run_all()
+    nb.wait_done(1)
+
+    out = nb.output(1)
+    expect(out.locator("h2", has_text="Summary")).to_be_visible()
+    expect(out.locator("strong")).to_have_text("mean")
+    thinking = out.locator("details", has=page.locator("summary", has_text="Thinking"))
+    expect(thinking).to_have_count(1)
+    assert thinking.evaluate("d => d.open") is False, "the reasoning starts folded"
+    expect(thinking.get_by_text("Compute.")).to_be_hidden()
+    expect(out.locator("sub")).to_contain_text("gpt-4o")
+    # The stream updated one display in place rather than appending outputs.
+    expect(out.locator(".jp-OutputArea-output")).to_have_count(1)
+    assert server.chat_requests[0].json["stream"] is True
+    if shot := os.environ.get("CLARIFAI_LAB_SCREENSHOT"):
+        page.screenshot(path=shot)
+
+
+@pytest.mark.parametrize(
+    ("button", "verdict", "tool_result"),
+    [
+        ("Run", "Approved.", "deleted sales"),
+        ("Skip", "Skipped.", "The user declined to run delete_rows."),
+    ],
+)
+def test_confirm_tool_waits_for_a_click_in_the_notebook(
+    lab: Lab, page: Page, server: OfflineServer, button: str, verdict: str, tool_result: str
+) -> None:
+    server.enqueue(
+        tool_calls([("call_1", "delete_rows", '{"table": "sales"}')]),
+        text("Done."),
+    )
+    nb = lab.open(
+        page,
+        f"confirm_{button.lower()}",
+        [
+            DELETE_ROWS,
+            "%load_ext clarifai_magic",
+            "%%clarifai --tools delete_rows\nClean the sales table.",
+        ],
+    )
+    nb.run_all()
+
+    out = nb.output(2)
+    expect(out).to_contain_text('Run delete_rows(table="sales")?')
+    choice = out.locator("button", has_text=button)  # the name has an icon glyph before it
+    expect(choice).to_be_enabled()
+    assert nb.prompt(2) == "[*]:", "the cell waits for the answer"
+    choice.click()
+
+    expect(out).to_contain_text("Done.", timeout=15_000)
+    nb.wait_done(2)
+    expect(out).to_contain_text(verdict)
+    expect(out.get_by_role("button")).to_have_count(0)  # the buttons go once answered
+    requests = server.chat_requests
+    assert len(requests) == 2
+    tool_messages = [m for m in requests[1].json["messages"] if m["role"] == "tool"]
+    assert [(m["tool_call_id"], m["content"]) for m in tool_messages] == [("call_1", tool_result)]

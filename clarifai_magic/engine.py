@@ -98,7 +98,9 @@ class Transcript:
 
 
 class TurnView(Protocol):
-    def show(self, transcript: Transcript, final: bool = False) -> None: ...
+    def show(self, transcript: Transcript, final: bool = False, force: bool = False) -> None:
+        """Draw the transcript if the view's budget allows; ``force`` for a change of phase
+        (tools start or finish), ``final`` for the last, unconditional draw."""
 
 
 MessagesCallback = Callable[[list[dict[str, Any]], bool, "Usage | None"], None]
@@ -299,7 +301,7 @@ class _Turn:
     def _run_tools(self, round_: Round, calls: list[ToolCall]) -> None:
         self.transcript.status = "running tools"
         round_.tools = [ToolActivity(call) for call in calls]
-        self.view.show(self.transcript)
+        self.view.show(self.transcript, force=True)
         outcomes = self._tool_runner().run_calls(calls, self.options.tools, confirm=self.confirm)
         for activity, outcome in zip(round_.tools, outcomes, strict=True):
             activity.outcome = outcome
@@ -307,7 +309,7 @@ class _Turn:
         self.sent.extend(new)
         self.save(new, False, None)
         round_.saved = True
-        self.view.show(self.transcript)
+        self.view.show(self.transcript, force=True)
 
     def _tool_runner(self) -> ToolRunner:
         if self.runner is None:

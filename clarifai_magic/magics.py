@@ -167,7 +167,7 @@ class ClarifaiMagics(Magics):
         settings.default_model = self.default_model
         settings.max_history = self.max_history
         settings.max_history_tokens = self.max_history_tokens
-        settings.aliases.update(self.aliases)
+        settings.aliases = dict(self.aliases)
 
     # -- the magic ------------------------------------------------------------------------
     @line_cell_magic
@@ -403,21 +403,20 @@ class ClarifaiMagics(Magics):
         parser.add_argument("name", nargs="?")
         parser.add_argument("model", nargs="?")
         args = parser.parse_args(_split(rest))
-        aliases = self.session.settings.aliases
+        aliases = dict(self.aliases)
         if args.name is None:
             print("\n".join(f"{k} -> {v}" for k, v in sorted(aliases.items())) or "No aliases yet.")
         elif args.remove:
             if aliases.pop(args.name, None) is None:
                 raise UsageError(f"There is no alias {args.name!r}.")
-            self.aliases.pop(args.name, None)
+            self.aliases = aliases
             print(f"Removed alias {args.name}.")
         elif args.model is None:
             raise UsageError("Usage: %clarifai alias NAME MODEL")
         else:
             check_alias_name(args.name)
             target = self.session.resolve_model(args.model)
-            aliases[args.name] = target
-            self.aliases = {**self.aliases, args.name: target}
+            self.aliases = {**aliases, args.name: target}
             print(f"{args.name} -> {short_path(target)}")
 
     def cmd_tools(self, rest: str) -> None:

@@ -162,7 +162,6 @@ class CellView:
         self.fmt = fmt
         self.budget = FrameBudget(1 / MAX_UPDATES_PER_SECOND, BYTES_PER_SECOND)
         self.updates = 0
-        self._drawn_status = ""
         self._handle = display(
             self._bundle_text("*Waiting for the model…*", ""), raw=True, display_id=True
         )
@@ -171,13 +170,9 @@ class CellView:
     def _bundle_text(markdown: str, plain: str) -> dict[str, Any]:
         return {"text/markdown": markdown, "text/plain": plain or markdown}
 
-    def show(self, transcript: Transcript, final: bool = False) -> None:
-        # A change of phase (tools start or finish) is drawn at once, whatever the budget.
-        done = sum(1 for r in transcript.rounds for a in r.tools if a.outcome is not None)
-        phase = f"{transcript.status}/{len(transcript.rounds)}/{done}"
-        if not final and phase == self._drawn_status and not self.budget.ready():
+    def show(self, transcript: Transcript, final: bool = False, force: bool = False) -> None:
+        if not (final or force or self.budget.ready()):
             return
-        self._drawn_status = phase
         markdown = transcript_markdown(transcript, final=final, fmt=self.fmt)
         # Frontends show text/plain only where Markdown can't render; while streaming a short
         # stand-in halves the bytes sent, and the final frame carries the whole answer.
@@ -207,8 +202,8 @@ class TerminalView:
             self.out.write(text[done:])
             self._printed[key] = len(text)
 
-    def show(self, transcript: Transcript, final: bool = False) -> None:
-        if not final and not self.budget.ready():
+    def show(self, transcript: Transcript, final: bool = False, force: bool = False) -> None:
+        if not (final or force or self.budget.ready()):
             return
         for number, round_ in enumerate(transcript.rounds):
             self._write_new((number, "reasoning"), round_.stream.reasoning, "[thinking] ")

@@ -34,3 +34,6 @@ def unload_ipython_extension(ipython: Any) -> None:
     if magics is not None:
         magics.session.close()
         del ipython._clarifai_magics
+    # IPython has no unregister: take the magic out by hand so no stale one lingers.
+    for kind in ("line", "cell"):
+        ipython.magics_manager.magics[kind].pop("clarifai", None)

@@ -62,9 +62,7 @@ def _server_detail(exc: BaseException) -> str:
 
 def _is_connection_error(exc: BaseException) -> bool:
     # A stream cut mid-way surfaces as the HTTP library's own error, not as an openai one.
-    modules = {type(c).__module__.split(".")[0] for c in [exc]} | {
-        c.__module__.split(".")[0] for c in type(exc).__mro__
-    }
+    modules = {c.__module__.split(".")[0] for c in type(exc).__mro__}
     return bool(modules & {"httpx", "httpx2", "httpcore", "h11"}) or isinstance(
         exc, ConnectionError
     )
@@ -84,14 +82,14 @@ def explain_error(
     """
     import openai
 
-    detail = _server_detail(exc)
+    detail = _server_detail(exc).rstrip(".")
     status = getattr(exc, "status_code", None)
     if isinstance(exc, openai.AuthenticationError):
-        source = f" (from {credentials.source})" if credentials else ""
+        source = credentials.source if credentials else "your settings"
         text = (
-            f"Clarifai rejected the Personal Access Token{source} (HTTP 401). Check that the PAT "
-            "is current at https://clarifai.com/settings/security, then set CLARIFAI_PAT or run "
-            "`%clarifai login` again."
+            f"Clarifai rejected the Personal Access Token from {source} (HTTP 401). Check that "
+            "it is current at https://clarifai.com/settings/security; `%clarifai login` "
+            "replaces it for this session."
         )
     elif isinstance(exc, openai.PermissionDeniedError):
         text = (

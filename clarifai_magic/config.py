@@ -2,9 +2,10 @@
 
 The lookup order follows Clarifai's own SDK: the ``CLARIFAI_PAT`` environment variable, then the
 Clarifai CLI config file (``~/.config/clarifai/config``, YAML, read only when PyYAML is
-importable), then a PAT typed at ``%clarifai login``. The PAT travels inside :class:`Secret`, whose
-``repr`` and ``str`` never show it, so it cannot leak into a cell output, an error or a log by
-accident.
+importable). A PAT typed at ``%clarifai login`` comes first while it is set: it is the user's
+latest word, and the way to replace a stale PAT from the environment without restarting.
+The PAT travels inside :class:`Secret`, whose ``repr`` and ``str`` never show it, so it cannot
+leak into a cell output, an error or a log by accident.
 """
 
 from __future__ import annotations
@@ -59,8 +60,12 @@ class Credentials:
 
 
 def openai_base_url(api_base: str) -> str:
-    """Clarifai's OpenAI-compatible base URL for an API host."""
-    return api_base.rstrip("/") + OPENAI_PATH
+    """Clarifai's OpenAI-compatible base URL for an API host.
+
+    A host copied with the OpenAI path already on it is accepted as is, rather than doubled.
+    """
+    host = api_base.rstrip("/")
+    return host if host.endswith(OPENAI_PATH) else host + OPENAI_PATH
 
 
 def _config_context(path: Path) -> Mapping[str, Any]:
@@ -99,6 +104,8 @@ def find_credentials(
         or _from_context(context, "CLARIFAI_API_BASE", "api_base", environ=environ)
         or DEFAULT_API_BASE
     )
+    if login_pat:
+        return Credentials(login_pat, "%clarifai login", api_base)
     if environ.get("CLARIFAI_PAT"):
         return Credentials(
             Secret(environ["CLARIFAI_PAT"]), "CLARIFAI_PAT environment variable", api_base
@@ -106,8 +113,6 @@ def find_credentials(
     pat = _from_context(context, "CLARIFAI_PAT", "pat", environ=environ)
     if pat:
         return Credentials(Secret(pat), f"Clarifai CLI config ({config_path})", api_base)
-    if login_pat:
-        return Credentials(login_pat, "%clarifai login", api_base)
     return None
 
 

@@ -14,9 +14,12 @@ from collections.abc import Sequence
 
 from .config import find_credentials
 
+INTRO_NO_PAT = (
+    "No Clarifai PAT found (CLARIFAI_PAT or ~/.config/clarifai/config), so this demo runs "
+    "against the built-in offline server on 127.0.0.1."
+)
 INTRO_OFFLINE = (
-    "No Clarifai PAT found (CLARIFAI_PAT or ~/.config/clarifai/config), so this demo runs against "
-    "the built-in offline server on 127.0.0.1. Its replies are SCRIPTED, not from a real model.\n"
+    " Its replies are SCRIPTED, not from a real model.\n"
     "Set CLARIFAI_PAT to run the same demo against Clarifai.\n"
 )
 
@@ -64,15 +67,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     server = None
+    # The demo's conversation is its own: it never lands among the user's notebooks.
+    os.environ["CLARIFAI_MAGIC_HOME"] = tempfile.mkdtemp(prefix="clarifai-magic-demo-")
     if args.offline or find_credentials() is None:
         from .testing import OfflineServer
 
-        print(INTRO_OFFLINE)
-        server = OfflineServer().start()
+        intro = "Offline demo (--offline): the built-in server on 127.0.0.1 answers."
+        print((INTRO_NO_PAT if not args.offline else intro) + INTRO_OFFLINE)
+        server = OfflineServer(record=False).start()
         _script_offline(server)
         os.environ["CLARIFAI_PAT"] = "offline-demo-token"
         os.environ["CLARIFAI_API_BASE"] = server.api_base
-        os.environ["CLARIFAI_MAGIC_HOME"] = tempfile.mkdtemp(prefix="clarifai-magic-demo-")
     if args.model:
         os.environ["CLARIFAI_MODEL"] = args.model
 

@@ -128,6 +128,18 @@ def _assistant_message(round_: Round) -> dict[str, Any]:
     return message
 
 
+def _finish_notices(transcript: Transcript) -> list[str]:
+    """What the user should know about how a finished answer ended."""
+    last = transcript.rounds[-1].stream
+    if last.finish_reason == "length":
+        return ["The answer was cut off at the token limit; raise --max-tokens for more."]
+    if last.finish_reason == "content_filter":
+        return ["The provider's content filter stopped the answer."]
+    if not last.text:
+        return ["The model sent no text."]
+    return []
+
+
 def _valid_json(arguments: str) -> str:
     """Arguments to send back: malformed JSON becomes ``{}`` (the tool result explains why),
     because upstreams that translate to other providers' formats must parse it."""
@@ -211,9 +223,11 @@ class _Turn:
             )
         if transcript.partial and transcript.rounds and not transcript.rounds[-1].saved:
             last = transcript.rounds[-1].stream
-            if last.text or last.tool_calls:
+            if last.text:
                 # Keep what streamed, without tool calls that never got results.
                 final = [{"role": "assistant", "content": last.text}]
+        if transcript.status == "done":
+            transcript.notices.extend(_finish_notices(transcript))
         transcript.ended = time.monotonic()
         if final:
             self.save(final, transcript.partial, transcript.usage)
@@ -224,13 +238,6 @@ class _Turn:
         """Stream rounds and run tools until an answer without tool calls; return its message."""
         transcript, options = self.transcript, self.options
         while True:
-            if len(transcript.rounds) >= options.max_rounds:
-                transcript.status = "error"
-                transcript.error = (
-                    f"Stopped after {options.max_rounds} rounds of tool calls without a final "
-                    "answer. Raise the limit with --max-rounds if the task needs more steps."
-                )
-                return []
             round_ = Round()
             transcript.rounds.append(round_)
             transcript.status = "streaming"
@@ -245,6 +252,16 @@ class _Turn:
             if not calls:
                 transcript.status = "done"
                 return [_assistant_message(round_)]
+            if len(transcript.rounds) > options.max_rounds:
+                # Results nobody will read: don't run them (tools may have side effects).
+                rounds = f"{options.max_rounds} round{'s' if options.max_rounds > 1 else ''}"
+                transcript.status = "error"
+                transcript.error = (
+                    f"The model still wanted to call tools after {rounds} of tool calls, so "
+                    "it was stopped without running them. Raise --max-rounds if the task "
+                    "needs more steps."
+                )
+                return []
             self._run_tools(round_, calls)
 
     def _fall_back_from_response_format(self, exc: Exception, round_: Round) -> bool:
@@ -291,7 +308,7 @@ class _Turn:
                 if self.cancel is not None and self.cancel.is_set():
                     raise TurnInterrupted
                 self.view.show(self.transcript)
-                if time.monotonic() >= checkpoint_at:
+                if time.monotonic() >= checkpoint_at and accumulator.text:
                     checkpoint_at = time.monotonic() + CHECKPOINT_SECONDS
                     self.save([{"role": "assistant", "content": accumulator.text}], True, None)
         finally:

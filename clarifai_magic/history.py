@@ -9,6 +9,7 @@ what is stored), :func:`repair_tool_calls` drops tool calls and results that los
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -120,91 +121,38 @@ def trim(
 
     System (and developer) messages always come first and are always kept; they count against
     ``max_tokens`` but not ``max_messages``. The rest is cut into turns, each a user message and
-    everything after it up to the next one, and the oldest turns are dropped until both budgets
-    hold, so the history sent starts with a user message and an assistant's tool calls are never
-    separated from their results. The newest turn (the prompt being answered) is always sent; if
-    it alone is over budget, its oldest tool rounds are dropped, keeping its user message and its
-    latest round. ``None`` means no limit. Unpaired tool calls and results are removed first
-    (see :func:`repair_tool_calls`).
+    everything after it up to the next one. The newest turn (the prompt being answered) is
+    always sent, even over budget; older turns are added newest first while both budgets hold.
+    Turns are kept or dropped whole, so a cut history starts with a user message and an
+    assistant's tool calls are never separated from their results. ``None`` means no limit.
+    Unpaired tool calls and results are removed first (see :func:`repair_tool_calls`).
     """
     repaired = repair_tool_calls(messages)
     system = [m for m in repaired if m.get("role") in _SYSTEM_ROLES]
     turns = _turns([m for m in repaired if m.get("role") not in _SYSTEM_ROLES])
     if not turns:
         return system
-    budget = _Budget(max_messages, max_tokens)
-    budget.take_tokens(sum(approx_tokens(m) for m in system))
-
-    newest, whole = _fit_newest_turn(turns[-1], budget)
-    kept: list[list[dict[str, Any]]] = []
-    for turn in reversed(turns[:-1] if whole else []):
-        block = [m for blk in turn for m in blk]
-        if not budget.fits(block):
+    message_limit = math.inf if max_messages is None else max_messages
+    token_limit = math.inf if max_tokens is None else max_tokens
+    kept = [turns[-1]]
+    sent, tokens = len(turns[-1]), _tokens(system + turns[-1])
+    for turn in reversed(turns[:-1]):
+        sent, tokens = sent + len(turn), tokens + _tokens(turn)
+        if sent > message_limit or tokens > token_limit:
             break
-        budget.take(block)
-        kept.append(block)
-    out = list(system)
-    for block in reversed(kept):
-        out.extend(block)
-    out.extend(newest)
-    return out
+        kept.append(turn)
+    return system + [m for turn in reversed(kept) for m in turn]
 
 
-class _Budget:
-    """Messages and tokens still free; ``None`` is unlimited."""
-
-    def __init__(self, messages: int | None, tokens: int | None) -> None:
-        self.messages = messages
-        self.tokens = tokens
-
-    def fits(self, block: list[dict[str, Any]]) -> bool:
-        if self.messages is not None and len(block) > self.messages:
-            return False
-        return self.tokens is None or sum(approx_tokens(m) for m in block) <= self.tokens
-
-    def take_tokens(self, n: int) -> None:
-        if self.tokens is not None:
-            self.tokens -= n
-
-    def take(self, block: list[dict[str, Any]]) -> None:
-        if self.messages is not None:
-            self.messages -= len(block)
-        self.take_tokens(sum(approx_tokens(m) for m in block))
+def _tokens(messages: list[dict[str, Any]]) -> int:
+    return sum(approx_tokens(m) for m in messages)
 
 
-# A turn is a list of blocks; a block is one message, or an assistant message with its tool
-# results, which must travel together.
-_Turn = list[list[dict[str, Any]]]
-
-
-def _turns(messages: list[dict[str, Any]]) -> list[_Turn]:
-    turns: list[_Turn] = []
+def _turns(messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Split at each user message (what comes before the first one is a turn of its own)."""
+    turns: list[list[dict[str, Any]]] = []
     for message in messages:
-        role = message.get("role")
-        if role == "user" or not turns:
-            turns.append([[message]])
-        elif role == "tool" and turns[-1][-1][0].get("tool_calls"):
-            turns[-1][-1].append(message)
-        else:
-            turns[-1].append([message])
+        if message.get("role") == "user" or not turns:
+            turns.append([])
+        turns[-1].append(message)
     return turns
-
-
-def _fit_newest_turn(turn: _Turn, budget: _Budget) -> tuple[list[dict[str, Any]], bool]:
-    """The part of the newest turn to send, and whether that is all of it."""
-    whole = [m for blk in turn for m in blk]
-    if budget.fits(whole) or len(turn) == 1:
-        budget.take(whole)
-        return whole, True
-    # Keep the user message and the latest round, then as many rounds before it as fit.
-    head = turn[0] if turn[0][0].get("role") == "user" else []
-    budget.take(head)
-    rounds = turn[1:] if head else turn
-    kept = [rounds[-1]]
-    budget.take(rounds[-1])
-    for block in reversed(rounds[:-1]):
-        if not budget.fits(block):
-            break
-        budget.take(block)
-        kept.append(block)
-    return head + [m for blk in reversed(kept) for m in blk], False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import keyword
 import os
 import re
 import shlex
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import MagicArgumentParser
 from IPython.display import Markdown, display
 from traitlets import Dict, Enum, Int, Unicode
@@ -31,12 +32,31 @@ from .models import (
     merge_model_list,
     short_path,
 )
-from .prompt import interpolate, strip_code_fences
+from .prompt import extract_code, interpolate
 from .render import CellView, TerminalView, history_markdown
 from .session import MAIN_CHAT, Ask, Session, SessionError, Settings
 from .store import StoreError
 
 FORMATS = ("markdown", "text", "code", "json")
+# The names IPython keeps output history in: _, __, ___, _i, _ii, _iii, _5, _i5, _oh, _ih, _dh.
+IPYTHON_NAMES = re.compile(r"^(_{1,3}|_i{1,3}|_i?\d+|_oh|_ih|_dh)$")
+
+
+def _number(kind: type, low: float, high: float | None = None) -> Callable[[str], Any]:
+    """An argparse type that also checks the range, so bad values fail before any request."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: use a value {bounds}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def _cell_parser() -> MagicArgumentParser:
@@ -49,13 +69,18 @@ def _cell_parser() -> MagicArgumentParser:
     add = parser.add_argument
     add("-m", "--model", help="Model: Clarifai URL, USER/APP/models/MODEL, id or alias.")
     add("-s", "--system", help="System prompt (kept with the conversation).")
-    add("-t", "--temperature", type=float, help="Sampling temperature.")
-    add("--max-tokens", type=int, help="Upper limit on the answer's tokens.")
+    add("-t", "--temperature", type=_number(float, 0, 2), help="Sampling temperature (0-2).")
+    add("--max-tokens", type=_number(int, 1), help="Upper limit on the answer's tokens.")
     add("-f", "--format", choices=FORMATS, default="markdown", help="How to show the answer.")
     add("--no-interpolate", action="store_true", help="Send {braces} as written.")
     add("--out", help="Store the answer (or parsed value) in this variable.")
     add("--tools", default="", help="Comma-separated functions the model may call.")
-    add("--max-rounds", type=int, default=DEFAULT_MAX_ROUNDS, help="Limit on tool rounds.")
+    add(
+        "--max-rounds",
+        type=_number(int, 1),
+        default=DEFAULT_MAX_ROUNDS,
+        help="Most rounds of tool calls in one answer.",
+    )
     add("--chat", default=MAIN_CHAT, help="Conversation name (default: main).")
     add("--new", action="store_true", help="Start the conversation afresh.")
     add("--no-history", action="store_true", help="A one-off question outside any conversation.")
@@ -103,6 +128,24 @@ def split_line_prompt(line: str) -> tuple[list[str], str]:
     return _split(" ".join(options)), rest
 
 
+def _no_args(words: list[str]) -> bool:
+    return not words
+
+
+def _one_name(words: list[str]) -> bool:
+    return len(words) <= 1
+
+
+def _check_out_name(name: str | None, user_ns: dict[str, Any]) -> None:
+    """--out must name a plain variable the user can read back, not IPython's own."""
+    if name is None:
+        return
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise UsageError(f"--out needs a variable name, like --out answer; {name!r} is not one.")
+    if name in ("In", "Out", "get_ipython", "exit", "quit") or IPYTHON_NAMES.match(name):
+        raise UsageError(f"--out {name} would overwrite IPython's own {name}: pick another name.")
+
+
 def _subparser(name: str, description: str) -> MagicArgumentParser:
     return MagicArgumentParser(prog=f"%clarifai {name}", description=description, add_help=False)
 
@@ -141,20 +184,25 @@ class ClarifaiMagics(Magics):
         self.session = session or Session(notebook_key=self._notebook_key)
         self.session_tools: list[str] = []
         self._sync_settings()
-        self.commands: dict[str, Callable[[str], Any]] = {
-            "help": self.cmd_help,
-            "login": self.cmd_login,
-            "logout": self.cmd_logout,
-            "offline": self.cmd_offline,
-            "models": self.cmd_models,
-            "alias": self.cmd_alias,
-            "tools": self.cmd_tools,
-            "history": self.cmd_history,
-            "reset": self.cmd_reset,
-            "undo": self.cmd_undo,
-            "chats": self.cmd_chats,
-            "fork": self.cmd_fork,
-            "usage": self.cmd_usage,
+        # Each command with the shape of arguments it takes, so that a one-line question that
+        # merely starts with a command word ("%clarifai history of Rome") is asked, not run.
+        self.commands: dict[str, tuple[Callable[[str], Any], Callable[[list[str]], bool]]] = {
+            "help": (self.cmd_help, _no_args),
+            "login": (self.cmd_login, _no_args),
+            "logout": (self.cmd_logout, _no_args),
+            "offline": (self.cmd_offline, lambda w: w in ([], ["on"], ["off"], ["auto"])),
+            "models": (self.cmd_models, _no_args),
+            "alias": (self.cmd_alias, lambda w: len(w) <= 2 or w[0] == "--remove"),
+            "tools": (
+                self.cmd_tools,
+                lambda w: not w or w[0] in ("add", "remove", "list", "show"),
+            ),
+            "history": (self.cmd_history, _one_name),
+            "reset": (self.cmd_reset, _one_name),
+            "undo": (self.cmd_undo, _one_name),
+            "chats": (self.cmd_chats, _no_args),
+            "fork": (self.cmd_fork, lambda w: 1 <= len(w) <= 3),
+            "usage": (self.cmd_usage, _no_args),
         }
 
     def _notebook_key(self) -> str:
@@ -170,6 +218,7 @@ class ClarifaiMagics(Magics):
         settings.aliases = dict(self.aliases)
 
     # -- the magic ------------------------------------------------------------------------
+    @no_var_expand  # {braces} and $names are ours to fill (or not), never IPython's
     @line_cell_magic
     def clarifai(self, line: str, cell: str | None = None) -> None:
         """Ask a Clarifai-hosted model. `%clarifai help` lists options and commands."""
@@ -177,8 +226,9 @@ class ClarifaiMagics(Magics):
         try:
             if cell is None:
                 word, _, rest = line.strip().partition(" ")
-                if word in self.commands:
-                    self.commands[word](rest.strip())
+                command = self.commands.get(word)
+                if command is not None and command[1](rest.split()):
+                    command[0](rest.strip())
                     return
                 argv, prompt = split_line_prompt(line)
             else:
@@ -199,8 +249,12 @@ class ClarifaiMagics(Magics):
         prompt = prompt.strip()
         if not prompt:
             raise UsageError(
-                "The prompt is empty: write the question in the cell under %%clarifai."
+                "The prompt is empty: write the question after %clarifai, or in the cell "
+                "under %%clarifai. `%clarifai help` lists the options and commands."
             )
+        _check_out_name(args.out, self.shell.user_ns)
+        if not args.chat.strip():
+            raise UsageError("--chat needs a name, e.g. --chat analysis.")
         if not args.no_interpolate:
             prompt = interpolate(prompt, self.shell.user_ns)
         ask = Ask(
@@ -256,10 +310,14 @@ class ClarifaiMagics(Magics):
             )
         return schema
 
+    def _in_notebook(self) -> bool:
+        # A kernel-backed shell (Jupyter, VS Code, Colab) has a kernel; terminal IPython hasn't.
+        return getattr(self.shell, "kernel", None) is not None
+
     def _view(self, fmt: str) -> CellView | TerminalView:
         mode = self.display_mode
         if mode == "auto":
-            mode = "cell" if "ZMQ" in type(self.shell).__name__ else "terminal"
+            mode = "cell" if self._in_notebook() else "terminal"
         return CellView(fmt) if mode == "cell" else TerminalView()
 
     def _after(self, args: Any, transcript: Transcript, schema: type | None) -> None:
@@ -282,7 +340,13 @@ class ClarifaiMagics(Magics):
                 return
             value = parsed.value
         elif args.format == "code":
-            value = strip_code_fences(answer)
+            value = extract_code(answer)
+            if value is None:
+                self._say_error(
+                    "The answer has no code block and is not valid Python, so no cell was "
+                    "added; the answer is kept above."
+                )
+                return
             self.shell.set_next_input(value, replace=False)
         if args.out:
             self.shell.user_ns[args.out] = value
@@ -296,8 +360,11 @@ class ClarifaiMagics(Magics):
         tools: dict[str, Any] = {}
         for name in dict.fromkeys(wanted):
             if name not in self.shell.user_ns:
+                hint = (
+                    f" (or `%clarifai tools remove {name}`)" if name in self.session_tools else ""
+                )
                 raise UsageError(
-                    f"No function named {name!r} in the notebook: define it, then run again."
+                    f"No function named {name!r} in the notebook: define it, then run again{hint}."
                 )
             try:
                 spec = as_tool(self.shell.user_ns[name])
@@ -324,7 +391,7 @@ class ClarifaiMagics(Magics):
             "",
             "Commands:",
         ]
-        for name, method in self.commands.items():
+        for name, (method, _fits) in self.commands.items():
             lines.append(f"  %clarifai {name:<8} {(method.__doc__ or '').strip().splitlines()[0]}")
         lines.append("  %clarifai PROMPT   one-line question ('--' ends leading options;")
         lines.append(
@@ -339,8 +406,10 @@ class ClarifaiMagics(Magics):
             self._say_error("No PAT entered; nothing changed.")
             return
         self.session.login_pat = Secret(pat)
-        creds = self.session.credentials()
-        print(f"Logged in for this session. Using the PAT from {creds.source}.")
+        print(
+            "Logged in for this session: this PAT is used until `%clarifai logout` or a "
+            "restart, instead of CLARIFAI_PAT or the Clarifai CLI config. It is not saved."
+        )
 
     def cmd_logout(self, rest: str) -> None:
         """Forget a PAT given with %clarifai login."""
@@ -377,13 +446,18 @@ class ClarifaiMagics(Magics):
         note = ""
         try:
             creds = self.session.credentials()
-            listed = [m.id for m in self.session.client(creds).models.list()]
+            # Undocumented endpoint: ask once, briefly, and fall back to the table.
+            client = self.session.client(creds).with_options(max_retries=0, timeout=15)
+            listed = [m.id for m in client.models.list()]
         except SessionError:
             note = "No PAT set, so this is the built-in table only."
-        except Exception as exc:  # the endpoint is undocumented: keep going without it
-            from .client import explain_error
-
-            note = "Could not list models from the server: " + explain_error(exc, "models")
+        except Exception as exc:
+            status = getattr(exc, "status_code", None)
+            reason = f"HTTP {status}" if status else type(exc).__name__
+            note = (
+                f"The server did not list its models ({reason}), so this is the built-in "
+                "capability table only. Any model URL still works with -m."
+            )
         rows = [
             "| model | alias | listed | image | tools | tool streaming |",
             "|---|---|---|---|---|---|",
@@ -491,7 +565,10 @@ class ClarifaiMagics(Magics):
         parser.add_argument("new")
         parser.add_argument("--from", dest="source", default=MAIN_CHAT)
         args = parser.parse_args(_split(rest))
-        self.session.store.fork(self._existing(args.source), args.new)
+        try:
+            self.session.store.fork(self._existing(args.source), args.new)
+        except ValueError as exc:  # the name is taken or empty; the store says which
+            raise UsageError(str(exc)) from None
         print(f"Forked {args.source!r} into {args.new!r}; use --chat {args.new} to continue it.")
 
     def cmd_usage(self, rest: str) -> None:
@@ -505,7 +582,7 @@ class ClarifaiMagics(Magics):
         self._print_markdown("\n".join(rows) if len(rows) > 2 else "No usage recorded yet.")
 
     def _print_markdown(self, text: str) -> None:
-        if "ZMQ" in type(self.shell).__name__ or self.display_mode == "cell":
+        if self.display_mode == "cell" or (self.display_mode == "auto" and self._in_notebook()):
             display(Markdown(text))
         else:
             print(text)

@@ -18,7 +18,7 @@ DEFAULT_MAX_SIDE = 1568
 JPEG_QUALITY = 90
 DETAILS = ("auto", "low", "high")
 ACCEPTED_KINDS = (
-    "a PIL image, a NumPy array (H×W×3 or H×W×4 uint8, or H×W grayscale), bytes of a "
+    "a PIL image, a NumPy array (H×W×3 RGB, H×W×4 RGBA or H×W grayscale), bytes of a "
     "PNG/JPEG/GIF/WEBP file, a local file path, an http(s) URL or a data: URL"
 )
 
@@ -80,12 +80,57 @@ def _has_alpha(img: Any) -> bool:
     return img.mode == "P" and "transparency" in img.info
 
 
+def _to_8bit(img: Any) -> Any:
+    """A 16-bit, 32-bit integer or float grayscale image scaled into an 8-bit ``L`` image.
+
+    ``convert("L")`` would clip such values, turning most pixels white. The rules, shared with
+    NumPy arrays: 16-bit data is divided by 256 (65535 is white); integers already within 0-255
+    stay as they are; floats within 0-1 are multiplied by 255; any other range is stretched so
+    its minimum is black and its maximum white.
+    """
+    if img.mode.startswith("I;16"):
+        return img.convert("I").point(lambda v: v / 256).convert("L")
+    low, high = img.getextrema()
+    if img.mode == "F" and low >= 0 and high <= 1:
+        scale, offset = 255.0, 0.0
+    elif img.mode == "I" and low >= 0 and high <= 255:
+        scale, offset = 1.0, 0.0
+    else:
+        scale = 255.0 / (high - low) if high > low else 0.0
+        offset = -low * scale
+    return img.point(lambda v: v * scale + offset).convert("L")
+
+
 def _encode(img: Any, max_side: int, lossless: bool) -> str:
     """Downscale a PIL image (never mutating the caller's) and encode it as a data URL."""
-    from PIL import Image, ImageOps  # present: img came from Pillow
+    from PIL import Image  # present: img came from Pillow
+
+    try:
+        return _encode_decoded(img, max_side, lossless)
+    except Image.DecompressionBombError as exc:
+        raise MediaError(_too_large(exc)) from None
+    except OSError as exc:
+        # Pillow decodes lazily, so a truncated or corrupt file only fails here.
+        raise MediaError(
+            f"The image could not be decoded ({exc}); the file looks truncated or corrupt. "
+            "Download or save it again, or open it in an image viewer to check it."
+        ) from None
+
+
+def _too_large(exc: Exception) -> str:
+    return (
+        f"The image is too large to decode safely ({exc}). Downscale it before sending it, "
+        "or raise `PIL.Image.MAX_IMAGE_PIXELS` if you trust the file."
+    )
+
+
+def _encode_decoded(img: Any, max_side: int, lossless: bool) -> str:
+    from PIL import Image, ImageOps
 
     alpha = _has_alpha(img)
-    if img.mode not in _KEEP_MODES:
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        img = _to_8bit(img)
+    elif img.mode not in _KEEP_MODES:
         # Palette and 1-bit images would resize with NEAREST; CMYK etc. cannot be saved as PNG.
         img = img.convert("RGBA" if alpha else "RGB")
     if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:
@@ -104,14 +149,39 @@ def _encode(img: Any, max_side: int, lossless: bool) -> str:
     return _data_url(out.getvalue(), "image/jpeg")
 
 
+def _array_to_uint8(arr: Any) -> Any:
+    """A NumPy image as uint8, by the rules of :func:`_to_8bit` (booleans become 0 or 255)."""
+    import numpy as np  # present: arr is a NumPy array
+
+    kind = arr.dtype.kind
+    if arr.dtype == np.uint8:
+        return arr
+    if kind == "b":
+        return arr.astype(np.uint8) * 255
+    if arr.dtype == np.uint16:
+        return (arr >> 8).astype(np.uint8)
+    if kind not in "iuf":
+        raise MediaError(
+            f"A NumPy image must hold integers, floats or booleans; this array is {arr.dtype}."
+        )
+    finite = arr[np.isfinite(arr)] if kind == "f" else arr
+    if finite.size == 0:
+        raise MediaError("This NumPy image holds no finite values (all NaN or infinite).")
+    low, high = finite.min(), finite.max()
+    if kind in "iu" and low >= 0 and high <= 255:
+        return arr.astype(np.uint8)
+    values = arr.astype(np.float32)
+    if kind == "f" and low >= 0 and high <= 1:
+        values *= 255
+    else:
+        values -= low
+        values *= 255 / (high - low) if high > low else 0
+    # NaN (masked pixels) become black, infinities the nearest end of the range.
+    return np.nan_to_num(values, nan=0, posinf=255, neginf=0).clip(0, 255).astype(np.uint8)
+
+
 def _from_array(arr: Any, max_side: int) -> str:
     Image = _import_pil()
-    if str(arr.dtype) != "uint8":
-        raise MediaError(
-            f"A NumPy image must have dtype uint8 (values 0-255); this array is {arr.dtype}. "
-            "Convert it first, for example `(arr * 255).clip(0, 255).astype('uint8')` for floats "
-            "in 0..1."
-        )
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     channels_ok = arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))
@@ -122,7 +192,7 @@ def _from_array(arr: Any, max_side: int) -> str:
             f"this array is {shape}."
         )
     # Pillow infers L / RGB / RGBA from a uint8 array's shape.
-    return _encode(Image.fromarray(arr), max_side, lossless=False)
+    return _encode(Image.fromarray(_array_to_uint8(arr)), max_side, lossless=False)
 
 
 def _from_bytes(data: bytes, max_side: int, source: str) -> str:
@@ -139,6 +209,8 @@ def _from_bytes(data: bytes, max_side: int, source: str) -> str:
         return _data_url(data, mime)
     try:
         img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise MediaError(_too_large(exc)) from None
     except (UnidentifiedImageError, OSError):
         if mime is None:
             raise MediaError(
@@ -179,6 +251,9 @@ def image_part(
     Local data becomes a base64 data URL, downscaled so its longest side is at most ``max_side``;
     small PNG/JPEG/GIF/WEBP files and bytes go through unchanged. URLs are passed through, not
     downloaded. ``detail`` ("auto", "low", "high") is forwarded to the model when given.
+    16-bit, 32-bit integer and float images or arrays are scaled to 8 bits: 16-bit values are
+    divided by 256, floats within 0-1 multiplied by 255, and other ranges beyond 0-255 stretched
+    from their minimum (black) to their maximum (white).
     """
     if max_side < 1:
         raise MediaError(f"The largest image side must be at least 1 pixel; got {max_side}.")

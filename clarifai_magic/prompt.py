@@ -50,7 +50,10 @@ def interpolate(template: str, namespace: Mapping[str, Any]) -> str:
     def replace(match: re.Match[str]) -> str:
         if match.group("double"):
             return match.group(0)
-        value = _resolve(match.group("expr"), namespace)
+        try:
+            value = _resolve(match.group("expr"), namespace)
+        except Exception:  # a property or __getitem__ of the user's that raises
+            return match.group(0)
         if value is _MISSING:
             return match.group(0)
         spec = match.group("spec")
@@ -62,7 +65,21 @@ def interpolate(template: str, namespace: Mapping[str, Any]) -> str:
     return _TOKEN.sub(replace, template)
 
 
-def strip_code_fences(text: str) -> str:
-    """The code inside the first fenced block, or the text itself if there is none."""
-    match = re.search(r"```[\w+\-.]*[^\n]*\n(.*?)(?:```|\Z)", text, re.DOTALL)
-    return (match.group(1) if match else text).strip("\n")
+_FENCE = re.compile(
+    r"^(?P<fence>`{3,}|~{3,})[^\n]*\n(?P<code>.*?)(?:^(?P=fence)[ \t]*$|\Z)", re.M | re.S
+)
+
+
+def extract_code(text: str) -> str | None:
+    """The code of the first fenced block (``` or ~~~); else the text if it is valid Python.
+
+    None when there is neither, so prose is never pasted into a cell as if it were code.
+    """
+    match = _FENCE.search(text)
+    if match:
+        return match.group("code").strip("\n")
+    try:
+        compile(text, "<answer>", "exec")
+    except (SyntaxError, ValueError):
+        return None
+    return text.strip("\n")

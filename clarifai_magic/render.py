@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import sys
 import time
 from typing import IO, Any
@@ -81,29 +82,42 @@ def _clip(text: str, limit: int = PREVIEW_CHARS) -> str:
     return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more characters)"
 
 
-def tool_summary(activity: ToolActivity) -> str:
+def tool_summary(activity: ToolActivity, turn_over: bool = False) -> str:
     """One line: ``get_weather(location="Paris") → result · 0.51 s``."""
     call, outcome = activity.call, activity.outcome
     head = f"{call.name}({_clip(_args_preview(call.arguments), 120)})"
     if outcome is None:
-        return f"{head} …"
+        return f"{head} ✗ not run (the turn ended first)" if turn_over else f"{head} …"
     if not outcome.ok:
         return f"{head} ✗ {_clip(outcome.error or 'failed', 120)} · {outcome.duration:.2f} s"
     return f"{head} → {_clip(outcome.content.replace(chr(10), ' '), 80)} · {outcome.duration:.2f} s"
 
 
-def _tool_markdown(activity: ToolActivity) -> str:
+def _tool_markdown(activity: ToolActivity, turn_over: bool) -> str:
     call, outcome = activity.call, activity.outcome
     icon = "🔧" if outcome is None or outcome.ok else "⚠️"
-    body = [f"**Arguments**\n\n```json\n{_pretty_json(call.arguments)}\n```"]
+    body = ["**Arguments**\n\n" + fenced(_pretty_json(call.arguments), "json")]
     if outcome is not None:
-        body.append(f"**Result**\n\n```\n{_clip(outcome.content, 2000)}\n```")
+        body.append("**Result**\n\n" + fenced(_clip(outcome.content, 2000)))
         if outcome.traceback:
-            body.append(f"**Traceback**\n\n```\n{outcome.traceback.rstrip()}\n```")
-    summary = html.escape(tool_summary(activity))
+            body.append("**Traceback**\n\n" + fenced(outcome.traceback.rstrip()))
+    summary = html.escape(tool_summary(activity, turn_over))
     return (
         f"<details><summary>{icon} {summary}</summary>\n\n" + "\n\n".join(body) + "\n\n</details>"
     )
+
+
+def _defuse_tags(text: str) -> str:
+    """Keep the model's text from opening or closing HTML elements (a stray ``</details>``),
+    while leaving ``a < b`` and code as written."""
+    return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text)
+
+
+def fenced(text: str, lang: str = "") -> str:
+    """A code block whose fence is longer than any backtick run inside ``text``."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{lang}\n{text}\n{fence}"
 
 
 def _pretty_json(arguments: str) -> str:
@@ -119,9 +133,8 @@ def _round_markdown(round_: Round, final: bool, fmt: str) -> list[str]:
     reasoning = stream.reasoning.strip()
     if reasoning:
         label = "Thinking" if final or stream.text or stream.tool_calls else "Thinking…"
-        parts.append(
-            f"<details><summary>{label}</summary>\n\n{html.escape(reasoning)}\n\n</details>"
-        )
+        body = close_open_fence(_defuse_tags(reasoning))
+        parts.append(f"<details><summary>{label}</summary>\n\n{body}\n\n</details>")
     text = stream.text
     if text:
         if fmt == "text":
@@ -129,8 +142,9 @@ def _round_markdown(round_: Round, final: bool, fmt: str) -> list[str]:
         elif fmt == "json" and "```" not in text:
             parts.append(f"```json\n{text}\n```")
         else:
-            parts.append(text if final else close_open_fence(text))
-    parts.extend(_tool_markdown(a) for a in round_.tools)
+            # Closed even in the final frame, so notices and the footer never land in code.
+            parts.append(close_open_fence(text))
+    parts.extend(_tool_markdown(a, final) for a in round_.tools)
     return parts
 
 
@@ -219,7 +233,7 @@ class TerminalView:
                 if key not in self._tools_shown:
                     self._tools_shown.add(key)
                     mark = "←" if activity.outcome else "→"
-                    self.out.write(f"\n{mark} {tool_summary(activity)}\n")
+                    self.out.write(f"\n{mark} {tool_summary(activity, final)}\n")
                     if activity.outcome is not None and activity.outcome.traceback:
                         self.out.write(activity.outcome.traceback.rstrip() + "\n")
         if final:

@@ -6,9 +6,11 @@ The one implementation behind tool parameters (``tools``) and structured answers
   unions, list/tuple/set/dict, dataclasses, TypedDicts and pydantic models, with ``Annotated`` and
   docstring descriptions; :func:`object_schema` describes a list of :class:`Field` (parameters).
 - :func:`strict_schema` rewrites a schema for OpenAI strict mode.
-- :func:`drop_default_nulls` and :func:`validate` check decoded JSON against such a schema and
-  give :class:`FieldError` with paths like ``items[0].price``.
-- :func:`convert` turns validated JSON into the annotated type (dataclass, Enum, tuple, ...).
+- :func:`check` checks decoded JSON against such a schema, giving :class:`FieldError` with paths
+  like ``items[0].price``, and drops the nulls strict mode sends for "use the default".
+- :func:`convert` turns checked JSON into the annotated type (dataclass, Enum, tuple, ...).
+
+Docstrings are read in :mod:`clarifai_magic.docstrings`.
 
 Pure Python: a pydantic model is recognised only once the caller has imported pydantic.
 """
@@ -19,15 +21,15 @@ import collections.abc
 import copy
 import dataclasses
 import datetime as dt
-import inspect
 import json
-import re
 import sys
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from .docstrings import class_doc
 
 MISSING = dataclasses.MISSING
 _NONE_TYPE = type(None)
@@ -76,9 +78,9 @@ class FieldError:
 class ConversionError(Exception):
     """Valid JSON that still can't become the annotated type (a bad date, a model's own check)."""
 
-    def __init__(self, path: str, message: str) -> None:
-        self.error = FieldError(path, message)
-        super().__init__(str(self.error))
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(str(e) for e in errors))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +100,8 @@ class Field:
 
 def unwrap(tp: Any) -> tuple[Any, str | None]:
     """Strip Annotated/Required/NotRequired; return the bare type and an Annotated description."""
+    if isinstance(tp, type):  # the common case, and no class is Annotated
+        return tp, None
     description = None
     while True:
         origin = get_origin(tp)
@@ -132,16 +136,23 @@ def is_pydantic_model(tp: Any) -> bool:
     return pydantic is not None and isinstance(tp, type) and issubclass(tp, pydantic.BaseModel)
 
 
+_JSON_KINDS = {
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    dict: "object",
+    list: "array",
+    _NONE_TYPE: "null",
+}
+
+
 def json_kind(value: Any) -> str:
     """The JSON type name of a decoded value: ``"integer"``, ``"object"``, ..."""
-    kinds = {bool: "boolean", int: "integer", float: "number", str: "string"}
-    if value is None:
-        return "null"
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    return kinds.get(type(value), type(value).__name__)
+    kind = _JSON_KINDS.get(type(value))
+    if kind is None:
+        kind = "object" if isinstance(value, dict) else "array" if isinstance(value, list) else None
+    return kind or type(value).__name__
 
 
 def json_default(obj: Any) -> Any:
@@ -163,139 +174,6 @@ def json_default(obj: Any) -> Any:
 
 def _type_label(tp: Any) -> str:
     return tp.__name__ if isinstance(tp, type) else repr(tp).replace("typing.", "")
-
-
-# ---------------------------------------------------------------------------------------------
-# Docstrings (Google, NumPy and Sphinx styles): summaries and parameter/attribute descriptions
-
-
-@dataclasses.dataclass(frozen=True)
-class Doc:
-    """A docstring's first paragraph, and its parameter (or attribute) descriptions by name."""
-
-    summary: str
-    params: dict[str, str]
-
-
-_GOOGLE_HEADER = re.compile(
-    r"^\s*(Args|Arguments|Parameters|Params|Keyword Args|Keyword Arguments|Other Parameters|"
-    r"Attributes):\s*$"
-)
-_SECTION_HEADER = re.compile(
-    r"^\s*(Args|Arguments|Parameters|Params|Keyword Args|Keyword Arguments|Other Parameters|"
-    r"Attributes|Returns?|Yields?|Raises|Examples?|Notes?|See Also|Warnings?|Todo|References):"
-    r"\s*$"
-)
-_GOOGLE_ENTRY = re.compile(r"^(?P<name>\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(?P<desc>.*)$")
-_UNDERLINE = re.compile(r"^\s*-{3,}\s*$")
-_SPHINX_PARAM = re.compile(
-    r"^(?P<indent>\s*):(?:param|parameter|arg|argument|key|keyword)\s+(?:[^:]*\s)?"
-    r"(?P<name>\*{0,2}\w+)\s*:\s*(?P<desc>.*)$"
-)
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip())
-
-
-def parse_docstring(doc: str | None) -> Doc:
-    """The first paragraph as the summary, and the documented parameters or attributes."""
-    if not doc:
-        return Doc("", {})
-    lines = inspect.cleandoc(doc).splitlines()
-    summary: list[str] = []
-    for i, line in enumerate(lines):
-        stripped = line.strip()
-        if not stripped:
-            if summary:
-                break
-            continue
-        is_numpy_header = i + 1 < len(lines) and _UNDERLINE.match(lines[i + 1])
-        if _SECTION_HEADER.match(line) or is_numpy_header or stripped.startswith(":"):
-            break
-        summary.append(stripped)
-    params = {**_sphinx_params(lines), **_numpy_params(lines), **_google_params(lines)}
-    return Doc(" ".join(summary), {k: v for k, v in params.items() if v})
-
-
-def _google_params(lines: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    i = 0
-    while i < len(lines):
-        if not _GOOGLE_HEADER.match(lines[i]):
-            i += 1
-            continue
-        base = _indent(lines[i])
-        entry_indent: int | None = None
-        name: str | None = None
-        i += 1
-        while i < len(lines):
-            line = lines[i]
-            if line.strip():
-                if _indent(line) <= base:
-                    break
-                if entry_indent is None:
-                    entry_indent = _indent(line)
-                if _indent(line) <= entry_indent:
-                    match = _GOOGLE_ENTRY.match(line.strip())
-                    name = match["name"].lstrip("*") if match else None
-                    if name:
-                        out[name] = match["desc"].strip()  # type: ignore[index]
-                elif name:
-                    out[name] = f"{out[name]} {line.strip()}".strip()
-            i += 1
-    return out
-
-
-def _numpy_params(lines: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for i in range(len(lines) - 1):
-        if lines[i].strip() not in ("Parameters", "Other Parameters"):
-            continue
-        if not _UNDERLINE.match(lines[i + 1]):
-            continue
-        base = _indent(lines[i])
-        names: list[str] = []
-        for j in range(i + 2, len(lines)):
-            line = lines[j]
-            if not line.strip():
-                continue
-            if (j + 1 < len(lines) and _UNDERLINE.match(lines[j + 1])) or _indent(line) < base:
-                break  # the next section
-            if _indent(line) == base:
-                head = line.split(":", 1)[0]
-                names = [n.strip().lstrip("*") for n in head.split(",") if n.strip()]
-                for n in names:
-                    out.setdefault(n, "")
-            else:
-                for n in names:
-                    out[n] = f"{out[n]} {line.strip()}".strip()
-    return out
-
-
-def _sphinx_params(lines: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    name: str | None = None
-    base = 0
-    for line in lines:
-        match = _SPHINX_PARAM.match(line)
-        if match:
-            name = match["name"].lstrip("*")
-            out[name] = match["desc"].strip()
-            base = len(match["indent"])
-        elif name and line.strip() and _indent(line) > base and not line.strip().startswith(":"):
-            out[name] = f"{out[name]} {line.strip()}"
-        else:
-            name = None
-    return out
-
-
-def _class_doc(cls: type) -> Doc:
-    doc = cls.__doc__
-    # dataclasses and TypedDicts without a docstring get a generated one: not a description.
-    if not doc or doc.startswith(f"{cls.__name__}(") or doc is dict.__doc__:
-        return Doc("", {})
-    return parse_docstring(doc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,7 +321,7 @@ def _class_schema(cls: type, where: str, seen: tuple[type, ...], defs: _Defs) ->
             )
         defs.setdefault(name, {})  # filled in below, once the outer occurrence is written out
         return {"$ref": f"#/$defs/{name}"}
-    doc = _class_doc(cls)
+    doc = class_doc(cls)
     schema = _object_schema(
         class_fields(cls), f"the field {name}.{{}}", doc.params, (*seen, cls), defs
     )
@@ -540,7 +418,7 @@ def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
     Every object is closed (``additionalProperties: false``) with every property required; an
     optional property becomes nullable, and null then means "use the default" (see
-    :func:`drop_default_nulls`). Open dicts, untyped lists and ``Any`` have no strict form.
+    :func:`check`). Open dicts, untyped lists and ``Any`` have no strict form.
     """
     out = copy.deepcopy(schema)
     defs = out.get("$defs", {})
@@ -618,6 +496,41 @@ def _nullable(schema: Mapping[str, Any]) -> bool:
 # Checking JSON against a schema (the subset built above, plus pydantic's $refs)
 
 
+@dataclasses.dataclass
+class Checked:
+    """JSON checked against a schema: ``errors`` in field order (empty when valid), and ``value``
+    without the nulls that mean "use the default" (what :func:`convert` should be given)."""
+
+    value: Any
+    errors: list[FieldError]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def check(value: Any, schema: Mapping[str, Any], *, allow_extra: bool = False) -> Checked:
+    """Check decoded JSON ``value`` against ``schema``.
+
+    Covers what :func:`json_schema` writes: type, enum, const, anyOf/oneOf, properties, required,
+    additionalProperties, items, prefixItems, minItems/maxItems, local ``$ref``. Other keywords
+    (pydantic's constraints, formats) are left to :func:`convert`.
+
+    An object that lists ``properties`` is closed unless ``allow_extra`` (then unknown keys are
+    let through). A required property that accepts null may be left out and means null. Strict
+    mode makes an optional property nullable, so models send null for "not given": such a null,
+    for a property the schema does not require and whose own type takes no null, is dropped from
+    ``value`` so the default applies. In a union each arm is tried this way, the first that fits
+    exactly wins, then the first that fits but for unknown keys.
+    """
+    checker = _Checker(schema.get("$defs", {}), allow_extra)
+    try:
+        cleaned = checker.check(value, schema, "")
+    except RecursionError:
+        return Checked(value, [FieldError("", "the value is nested too deeply to check")])
+    return Checked(cleaned, checker.errors)
+
+
 def _child(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
@@ -632,69 +545,22 @@ def _resolve(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Mapping[str,
     return {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
 
 
-def drop_default_nulls(value: Any, schema: Mapping[str, Any]) -> Any:
-    """``value`` without the nulls that mean "use the default".
-
-    Strict mode makes an optional field nullable, so models send null for "not given". Such a
-    null, for a field the schema does not require and whose own type takes no null, is removed,
-    so the default applies (in strict mode or not) and the rest validates against ``schema``.
-    """
-    return _drop_nulls(value, schema, schema.get("$defs", {}))
-
-
-def _drop_nulls(value: Any, schema: Any, defs: Mapping[str, Any]) -> Any:
-    if not isinstance(schema, Mapping):
-        return value
-    schema = _resolve(schema, defs)
-    arms = [a for a in schema.get("anyOf", ()) if a.get("type") != "null"]
-    if len(arms) == 1:  # Optional[X]
-        return _drop_nulls(value, arms[0], defs)
-    if isinstance(value, list):
-        return [_drop_nulls(v, schema.get("items"), defs) for v in value]
-    if not isinstance(value, dict):
-        return value
-    properties = schema.get("properties")
-    if properties is None:
-        return {
-            k: _drop_nulls(v, schema.get("additionalProperties"), defs) for k, v in value.items()
-        }
-    required = schema.get("required", ())
-    return {
-        k: _drop_nulls(v, properties.get(k), defs)
-        for k, v in value.items()
-        if not (
-            v is None and k in properties and k not in required and not _nullable(properties[k])
-        )
-    }
-
-
-def validate(
-    value: Any, schema: Mapping[str, Any], *, allow_extra: bool = False
-) -> list[FieldError]:
-    """Errors for ``value`` against ``schema``, in field order; empty when valid.
-
-    Covers what :func:`json_schema` writes: type, enum, const, anyOf/oneOf, properties, required,
-    additionalProperties, items, prefixItems, minItems/maxItems, local ``$ref``. An object that
-    lists ``properties`` is closed unless ``allow_extra`` (then unknown keys are ignored). A
-    required property that accepts null may be left out and means null. Other keywords (pydantic's
-    constraints, formats) are left to :func:`convert`.
-    """
-    checker = _Checker(schema.get("$defs", {}), allow_extra)
-    checker.check(value, schema, "")
-    return checker.errors
-
-
 def _short(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, default=repr)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _is_type(value: Any, kind: str) -> bool:
-    if kind == "integer":  # JSON may spell an integer as 3.0
-        return (isinstance(value, float) and value.is_integer()) or json_kind(value) == kind
+    actual = json_kind(value)
+    if actual == kind:
+        return True
     if kind == "number":
-        return json_kind(value) in ("integer", "number")
-    return json_kind(value) == kind
+        return actual == "integer"
+    return kind == "integer" and actual == "number" and value.is_integer()  # JSON may say 3.0
+
+
+def _is_any_type(value: Any, kind: str | list[str]) -> bool:
+    return _is_type(value, kind) if isinstance(kind, str) else any(_is_type(value, k) for k in kind)
 
 
 def _same_json(a: Any, b: Any) -> bool:
@@ -702,17 +568,18 @@ def _same_json(a: Any, b: Any) -> bool:
 
 
 class _Checker:
+    """One walk over a value; each ``check_*`` returns the value with default nulls dropped."""
+
     def __init__(self, defs: Mapping[str, Any], allow_extra: bool) -> None:
         self.defs, self.allow_extra = defs, allow_extra
         self.errors: list[FieldError] = []
+        self.extra_keys = 0  # unknown keys let through by allow_extra: a union prefers none
 
     def fail(self, path: str, message: str) -> None:
         self.errors.append(FieldError(path, message))
 
-    def fits(self, value: Any, schema: Mapping[str, Any]) -> bool:
-        trial = _Checker(self.defs, self.allow_extra)
-        trial.check(value, schema, "")
-        return not trial.errors
+    def takes_null(self, schema: Mapping[str, Any]) -> bool:
+        return _nullable(_resolve(schema, self.defs))
 
     def expected(self, schema: Mapping[str, Any]) -> str:
         schema = _resolve(schema, self.defs)
@@ -726,126 +593,212 @@ class _Checker:
         kind = schema.get("type")
         return " or ".join(kind) if isinstance(kind, list) else kind or "any value"
 
-    def check(self, value: Any, schema: Mapping[str, Any], path: str) -> None:
+    def check(self, value: Any, schema: Mapping[str, Any], path: str) -> Any:
         schema = _resolve(schema, self.defs)
         branches = schema.get("anyOf") or schema.get("oneOf")
         if branches:
-            self.check_branches(value, schema, branches, path)
-        elif ("const" in schema and not _same_json(value, schema["const"])) or (
+            return self.check_branches(value, schema, branches, path)
+        if ("const" in schema and not _same_json(value, schema["const"])) or (
             "enum" in schema and not any(_same_json(value, e) for e in schema["enum"])
         ):
             self.fail(path, f"expected {self.expected(schema)}, got {_short(value)}")
-        elif (kind := schema.get("type")) and not any(
-            _is_type(value, k) for k in ([kind] if isinstance(kind, str) else kind)
-        ):
+        elif (kind := schema.get("type")) and not _is_any_type(value, kind):
             got = "null" if value is None else f"{json_kind(value)} {_short(value)}"
             self.fail(path, f"expected {self.expected(schema)}, got {got}")
         elif isinstance(value, dict):
-            self.check_object(value, schema, path)
+            return self.check_object(value, schema, path)
         elif isinstance(value, list):
-            self.check_array(value, schema, path)
+            return self.check_array(value, schema, path)
+        return value
 
     def check_branches(
         self, value: Any, schema: Mapping[str, Any], branches: list, path: str
-    ) -> None:
-        if any(self.fits(value, b) for b in branches):
-            return
-        # With one branch that could be meant (Optional[X], or the only one of the value's JSON
-        # type), its own errors, with their precise paths, say more than "matches none".
-        kinds = [str(_resolve(b, self.defs).get("type")) for b in branches]
-        meant = [b for b, kind in zip(branches, kinds, strict=True) if kind != "null"]
-        if len(meant) > 1:
-            meant = [b for b, kind in zip(branches, kinds, strict=True) if _is_type(value, kind)]
-        if len(meant) == 1:
-            self.check(value, meant[0], path)
-        else:
+    ) -> Any:
+        # Each arm's JSON type, its checker, and the value as that arm cleans it.
+        tried: list[tuple[str, _Checker, Any]] = []
+        for branch in branches:
+            trial = _Checker(self.defs, self.allow_extra)
+            cleaned = trial.check(value, branch, path)
+            if not trial.errors and not trial.extra_keys:
+                return cleaned
+            tried.append((str(_resolve(branch, self.defs).get("type")), trial, cleaned))
+        meant = [t for t in tried if not t[1].errors][:1]  # the first to fit but for unknown keys
+        if not meant:
+            # The arms the value could be meant for: all but null, then those of its JSON type.
+            # The one with fewest errors (the first among equals) says most precisely what's wrong.
+            meant = [t for t in tried if t[0] != "null"]
+            if len(meant) > 1:
+                meant = [t for t in meant if _is_type(value, t[0])]
+        if not meant:
             self.fail(path, f"expected {self.expected(schema)}, got {_short(value)}")
+            return value
+        _, best, cleaned = min(meant, key=lambda t: len(t[1].errors))
+        self.errors += best.errors
+        self.extra_keys += best.extra_keys
+        return cleaned
 
-    def check_object(self, value: dict, schema: Mapping[str, Any], path: str) -> None:
+    def check_object(self, value: dict, schema: Mapping[str, Any], path: str) -> dict:
         properties = schema.get("properties") or {}
+        required = schema.get("required", ())
+        out = {}
         for key, prop in properties.items():
-            if key in value:
-                self.check(value[key], prop, _child(path, key))
-            elif key in schema.get("required", ()) and not _nullable(_resolve(prop, self.defs)):
-                self.fail(_child(path, key), "field required")
+            if key not in value:
+                if key in required and not self.takes_null(prop):
+                    self.fail(_child(path, key), "field required")
+            elif value[key] is None and key not in required and not self.takes_null(prop):
+                pass  # strict mode's null for "not given": dropped, so the default applies
+            else:
+                out[key] = self.check(value[key], prop, _child(path, key))
         extra = schema.get("additionalProperties")
         for key, item in value.items():
             if key in properties:
                 continue
             if isinstance(extra, dict):
-                self.check(item, extra, _child(path, key))
-            elif not self.allow_extra and (extra is False or (extra is None and properties)):
-                allowed = ", ".join(properties) or "none"
-                self.fail(_child(path, key), f"unexpected field (allowed: {allowed})")
+                out[key] = self.check(item, extra, _child(path, key))
+            elif extra is False or (extra is None and properties):
+                if not self.allow_extra:
+                    allowed = ", ".join(properties) or "none"
+                    self.fail(_child(path, key), f"unexpected field (allowed: {allowed})")
+                self.extra_keys += 1
+                out[key] = item
+            else:
+                out[key] = item  # an open object
+        return out
 
-    def check_array(self, value: list, schema: Mapping[str, Any], path: str) -> None:
+    def check_array(self, value: list, schema: Mapping[str, Any], path: str) -> list:
         low, high = schema.get("minItems"), schema.get("maxItems")
         if (low is not None and len(value) < low) or (high is not None and len(value) > high):
             size = (
                 f"exactly {low}" if low == high else f"at least {low}" if low else f"at most {high}"
             )
             self.fail(path, f"expected {size} items, got {len(value)}")
-            return
+            return value
         prefix = schema.get("prefixItems") or []
         items = schema.get("items")
+        out = []
         for i, item in enumerate(value):
-            if i < len(prefix):
-                self.check(item, prefix[i], _child(path, i))
-            elif isinstance(items, dict):
-                self.check(item, items, _child(path, i))
+            sub = prefix[i] if i < len(prefix) else items
+            out.append(self.check(item, sub, _child(path, i)) if isinstance(sub, dict) else item)
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
-# Converting validated JSON to the annotated Python types
+# Converting checked JSON to the annotated Python types
 
 
 def convert(value: Any, tp: Any, path: str = "") -> Any:
-    """``value`` (JSON that passed :func:`validate` against ``tp``'s schema) as a ``tp``.
+    """``value`` (the :attr:`Checked.value` of ``tp``'s schema) as a ``tp``.
 
     Raises :class:`ConversionError` for what the schema can't say: a malformed date, a pydantic
     constraint, a dataclass's own ``__post_init__`` check.
     """
-    tp, _ = unwrap(tp)
-    if value is None:  # validation let it through, so the type takes null
-        return None
-    if tp is int:
-        return int(value)  # JSON may spell an integer as 3.0
-    if tp is float:
-        return float(value)
-    if tp in (dt.datetime, dt.date, dt.time):
-        return _parse_iso(tp, value, path)
-    origin, args = get_origin(tp), get_args(tp)
-    if _is_union(origin):
-        return _convert_union(value, [a for a in args if a is not _NONE_TYPE], path)
-    if origin in _ARRAY_ORIGINS or tp in (set, frozenset):
-        item = args[0] if args else Any
-        items = (convert(v, item, _child(path, i)) for i, v in enumerate(value))
-        return _ARRAY_ORIGINS.get(origin, tp)(items)
-    if origin is tuple or tp is tuple:
-        if not args or args == ((),):
-            return tuple(value)
-        if len(args) == 2 and args[1] is Ellipsis:
-            args = (args[0],) * len(value)
-        pairs = enumerate(zip(value, args, strict=True))
-        return tuple(convert(v, a, _child(path, i)) for i, (v, a) in pairs)
-    if origin in _MAPPING_ORIGINS and args:
-        return {k: convert(v, args[1], _child(path, k)) for k, v in value.items()}
-    if isinstance(tp, type):
-        return _convert_class(value, tp, path)
-    return value  # str, bool, Literal, Any, dict, list: JSON already is the value
+    return _Converter().convert(value, tp, path)
 
 
 def convert_fields(
     value: Mapping[str, Any], fields: Sequence[Field], path: str = ""
 ) -> dict[str, Any]:
     """Each field's converted value, by name; keys that are not fields are left out."""
-    out = {}
-    for f in fields:
-        if f.name in value:
-            out[f.name] = convert(value[f.name], f.annotation, _child(path, f.name))
-        elif f.required:
-            out[f.name] = None  # validation lets a required field be left out only if nullable
-    return out
+    return _Converter().convert_fields(value, fields, path)
+
+
+def _memo(cache: dict[Any, Any], key: Any, make: Callable[[], Any]) -> Any:
+    try:
+        return cache[key]
+    except KeyError:
+        cache[key] = made = make()
+        return made
+    except TypeError:  # unhashable, e.g. Annotated with a dict in its metadata
+        return make()
+
+
+class _Converter:
+    """One conversion; remembers what it works out per type, as a long list repeats them."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[Any, dict[str, Any]] = {}
+        self.fields: dict[type, list[Field]] = {}
+
+    def convert(self, value: Any, tp: Any, path: str) -> Any:
+        tp, _ = unwrap(tp)
+        if value is None:  # the check let it through, so the type takes null
+            return None
+        if tp is int:
+            return int(value)  # JSON may spell an integer as 3.0
+        if tp is float:
+            return float(value)
+        if tp in (dt.datetime, dt.date, dt.time):
+            return _parse_iso(tp, value, path)
+        origin, args = get_origin(tp), get_args(tp)
+        if _is_union(origin):
+            return self.convert_union(value, [a for a in args if a is not _NONE_TYPE], path)
+        if origin in _ARRAY_ORIGINS or tp in (set, frozenset):
+            item = args[0] if args else Any
+            items = (self.convert(v, item, _child(path, i)) for i, v in enumerate(value))
+            return _ARRAY_ORIGINS.get(origin, tp)(items)
+        if origin is tuple or tp is tuple:
+            if not args or args == ((),):
+                return tuple(value)
+            if len(args) == 2 and args[1] is Ellipsis:
+                args = (args[0],) * len(value)
+            pairs = enumerate(zip(value, args, strict=True))
+            return tuple(self.convert(v, a, _child(path, i)) for i, (v, a) in pairs)
+        if origin in _MAPPING_ORIGINS and args:
+            return {k: self.convert(v, args[1], _child(path, k)) for k, v in value.items()}
+        if isinstance(tp, type):
+            return self.convert_class(value, tp, path)
+        return value  # str, bool, Literal, Any, dict, list: JSON already is the value
+
+    def convert_fields(
+        self, value: Mapping[str, Any], fields: Sequence[Field], path: str
+    ) -> dict[str, Any]:
+        out = {}
+        for f in fields:
+            if f.name in value:
+                out[f.name] = self.convert(value[f.name], f.annotation, _child(path, f.name))
+            elif f.required:
+                out[f.name] = None  # the check lets a required field be left out only if nullable
+        return out
+
+    def convert_union(self, value: Any, members: list[Any], path: str) -> Any:
+        if len(members) == 1:  # Optional[X]
+            return self.convert(value, members[0], path)
+        # Prefer a member the value fits exactly, then one it fits but for unknown keys.
+        fits = []
+        for member in members:
+            schema = _memo(self.schemas, member, lambda m=member: json_schema(m, recursive=True))
+            trial = _Checker(schema.get("$defs", {}), allow_extra=True)
+            trial.check(value, schema, path)
+            if not trial.errors:
+                fits.append((trial.extra_keys > 0, member))
+        error: ConversionError | None = None
+        for _, member in sorted(fits, key=lambda fit: fit[0]):  # stable: declaration order
+            try:
+                return self.convert(value, member, path)
+            except ConversionError as exc:  # e.g. "datetime | str": not a date, but the str fits
+                error = error or exc
+        if error is not None:
+            raise error
+        return value
+
+    def convert_class(self, value: Any, tp: type, path: str) -> Any:
+        if issubclass(tp, Enum):
+            return tp(value)
+        if is_pydantic_model(tp):
+            try:  # JSON mode: a strict model still takes dates and enums as JSON spells them
+                return tp.model_validate_json(json.dumps(value))  # type: ignore[attr-defined]
+            except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                raise ConversionError(_pydantic_errors(exc, path)) from None
+        if not (_is_typeddict(tp) or dataclasses.is_dataclass(tp)):
+            return value
+        kwargs = self.convert_fields(value, _memo(self.fields, tp, lambda: class_fields(tp)), path)
+        if _is_typeddict(tp):
+            return kwargs
+        try:
+            return tp(**kwargs)
+        except Exception as exc:  # a check in __post_init__ is the user's own validation
+            message = f"{tp.__name__} rejected the values: {exc}"
+            raise ConversionError([FieldError(path, message)]) from None
 
 
 def _parse_iso(kind: type, value: str, path: str) -> Any:
@@ -854,60 +807,19 @@ def _parse_iso(kind: type, value: str, path: str) -> Any:
         return kind.fromisoformat(text)  # type: ignore[attr-defined]
     except ValueError:
         label = {dt.datetime: "date-time", dt.date: "date", dt.time: "time"}[kind]
-        raise ConversionError(path, f"expected an ISO 8601 {label}, got {_short(value)}") from None
+        message = f"expected an ISO 8601 {label}, got {_short(value)}"
+        raise ConversionError([FieldError(path, message)]) from None
 
 
-def _convert_union(value: Any, members: list[Any], path: str) -> Any:
-    if len(members) == 1:  # Optional[X]
-        return convert(value, members[0], path)
-    # Prefer a member the value fits exactly, then one it fits but for extra keys.
-    schemas = [(m, json_schema(m, recursive=True)) for m in members]
-    fitting = [
-        m
-        for extra in (False, True)
-        for m, s in schemas
-        if not validate(value, s, allow_extra=extra)
-    ]
-    error: ConversionError | None = None
-    for member in dict.fromkeys(fitting):
-        try:
-            return convert(value, member, path)
-        except ConversionError as exc:  # e.g. "datetime | str": not a date, but the str fits
-            error = error or exc
-    if error is not None:
-        raise error
-    return value
-
-
-def _convert_class(value: Any, tp: type, path: str) -> Any:
-    if issubclass(tp, Enum):
-        return tp(value)
-    if is_pydantic_model(tp):
-        try:  # JSON mode: a strict model still takes dates and enums as JSON spells them
-            return tp.model_validate_json(json.dumps(value))  # type: ignore[attr-defined]
-        except ValueError as exc:  # pydantic's ValidationError is a ValueError
-            message = "; ".join(str(e) for e in pydantic_errors(exc))
-            raise ConversionError(path, message) from None
-    if _is_typeddict(tp):
-        return convert_fields(value, class_fields(tp), path)
-    if dataclasses.is_dataclass(tp):
-        kwargs = convert_fields(value, class_fields(tp), path)
-        try:
-            return tp(**kwargs)
-        except Exception as exc:  # a check in __post_init__ is the user's own validation
-            raise ConversionError(path, f"{tp.__name__} rejected the values: {exc}") from None
-    return value
-
-
-def pydantic_errors(exc: Exception) -> list[FieldError]:
+def _pydantic_errors(exc: Exception, path: str) -> list[FieldError]:
     """A pydantic ``ValidationError`` as errors with paths like ``lines[0].price``."""
     errors = getattr(exc, "errors", None)
     if not callable(errors):
-        return [FieldError("", str(exc))]
+        return [FieldError(path, str(exc))]
     out = []
     for error in errors():
-        path = ""
+        where = path
         for part in error.get("loc", ()):
-            path = _child(path, part)
-        out.append(FieldError(path, str(error.get("msg"))))
+            where = _child(where, part)
+        out.append(FieldError(where, str(error.get("msg"))))
     return out

@@ -9,6 +9,7 @@ IPython here: the user namespace and the notebook key are handed in.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -89,7 +90,8 @@ class Session:
     def client(self, creds: Credentials) -> openai.OpenAI:
         from .client import make_client
 
-        key = (creds.base_url, creds.pat.reveal())
+        # A digest, so the session object never holds the PAT in plain text beside the client.
+        key = (creds.base_url, hashlib.sha256(creds.pat.reveal().encode()).hexdigest())
         if self._client is None or self._client[0] != key:
             self._client = (key, make_client(creds, max_retries=self.settings.max_retries))
         return self._client[1]
@@ -119,7 +121,7 @@ class Session:
         if self._offline is None:
             from .testing import OfflineServer
 
-            self._offline = OfflineServer().start()
+            self._offline = OfflineServer(record=False).start()
         return self._offline.api_base
 
     def go_online(self) -> None:
@@ -182,12 +184,15 @@ class Session:
         # exchange, so another kernel writing meanwhile can't come between them.
         exchange = self.store.append(conv, [messages[-1]], model=model) if conv else None
 
+        saved: list[bool] = []
+
         def save(new: list[dict[str, Any]], partial: bool, usage: Any) -> None:
             if conv is not None:
                 counts = (usage.prompt_tokens, usage.completion_tokens) if usage else None
                 self.store.append(
                     conv, new, exchange=exchange, partial=partial, model=model, usage=counts
                 )
+                saved.append(True)
 
         options = TurnOptions(
             model=model,
@@ -199,7 +204,7 @@ class Session:
             response_format=ask.response_format,
             response_format_fallback=ask.response_format_fallback,
         )
-        return run_turn(
+        transcript = run_turn(
             client,
             messages,
             options,
@@ -210,10 +215,16 @@ class Session:
             on_messages=save,
             cancel=cancel,
         )
+        if conv is not None and exchange is not None and transcript.partial and not saved:
+            # Nothing came back: forget the question, or re-running the cell would send it twice.
+            self.store.drop_exchange(conv, exchange)
+        return transcript
 
     def close(self) -> None:
         self.go_online()
         if self._runner is not None:
             self._runner.close()
+            self._runner = None
         if self._store is not None:
             self._store.close()
+            self._store = None

@@ -10,7 +10,8 @@ answer (assistant messages with their tool calls and results) joins that message
 when it completes, or marked partial when it is interrupted or fails. Messages are ordered by
 exchange, so two kernels answering in one conversation at once never interleave their
 exchanges. A corrupt or unreadable database is renamed ``<name>.corrupt-<timestamp>`` and a
-fresh one started; :attr:`Store.notice` then says so, once, for the user.
+fresh one started, by one kernel at a time (an OS lock on ``<name>.lock``); :attr:`Store.notice`
+then says so, once, for the user.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 _SQLITE_READONLY, _SQLITE_CORRUPT, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 8, 11, 14, 26
 
 _T = TypeVar("_T")
+# (device, inode): which file a path names, to tell whether another kernel replaced it.
+_FileId = tuple[int, int]
 
 
 class StoreError(Exception):
@@ -170,10 +173,10 @@ class Store:
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else default_path()
-        self.notice: str | None = None
+        self.notice: str | None  # set with the connection, by _open
         self._lock = threading.Lock()
-        self._file_id: tuple[int, int] | None = None
-        self._db = self._open_or_recover()
+        self._file_id: _FileId | None = None  # the file self._db has open
+        self._db, self.notice = self._open()
 
     # -- conversations -------------------------------------------------------------------
 
@@ -331,6 +334,27 @@ class Store:
 
         return self._run(op)
 
+    def drop_exchange(self, conv: Conversation, exchange: int) -> int:
+        """Delete one exchange (an id :meth:`append` returned); returns how many messages went.
+
+        For a question whose request failed before any answer came, so that the next request
+        does not send it twice. Other exchanges, even ones stored after it, are untouched.
+        """
+
+        def op(db: sqlite3.Connection) -> int:
+            with _write(db):
+                cid = _conversation_id(db, conv, create=False)
+                if cid is None:
+                    return 0
+                n = db.execute(
+                    "DELETE FROM messages WHERE conversation_id=? AND exchange=?", (cid, exchange)
+                ).rowcount
+                if n:
+                    db.execute("UPDATE conversations SET updated=? WHERE id=?", (time.time(), cid))
+                return n
+
+        return self._run(op)
+
     def fork(
         self, conv: Conversation, new_name: str, *, notebook_key: str | None = None
     ) -> Conversation:
@@ -431,8 +455,6 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- opening, recovery -----------------------------------------------------------------
-
     def _run(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``op`` under the lock; on corruption start a fresh database and run it again."""
         with self._lock:
@@ -442,7 +464,7 @@ class Store:
                 if not _is_corrupt(error):
                     raise self._store_error(error) from error
                 self._db.close()
-                self._db = self._open_or_recover(error)
+                self._db, self.notice = self._recover(self._file_id, error)
             try:
                 return op(self._db)
             except sqlite3.DatabaseError as error:
@@ -456,38 +478,63 @@ class Store:
             " the kernel."
         )
 
-    def _open_or_recover(self, cause: Exception | None = None) -> sqlite3.Connection:
-        """Open the file; if it is unusable, move it aside and start afresh; else use memory."""
-        if cause is None:
-            try:
-                return self._open_file()
-            except (sqlite3.DatabaseError, OSError) as error:
-                cause = error
-        if _is_unusable(cause) and self.path.is_file():
-            try:
-                moved = self._move_aside()
+    # -- opening, recovery -----------------------------------------------------------------
+
+    def _open(self) -> tuple[sqlite3.Connection, str | None]:
+        """Open the database file (no lock needed while all is well), else recover."""
+        seen = _identity(self.path)
+        try:
+            return self._open_file(), None
+        except (sqlite3.DatabaseError, OSError) as error:
+            return self._recover(seen, error)
+
+    def _recover(
+        self, failed: _FileId | None, cause: Exception
+    ) -> tuple[sqlite3.Connection, str | None]:
+        """A usable database, and a notice for the user, after the file ``failed`` gave ``cause``.
+
+        Kernels that meet a broken file together take turns under an OS lock on a sidecar
+        file: the first moves the file aside and starts a fresh one, the others find it
+        replaced and open that. If no file can be used, conversations are kept in memory.
+        """
+        try:
+            with _exclusive(self.path.with_name(f"{self.path.name}.lock")):
+                current = _identity(self.path)
+                replaced = failed is not None and current != failed
+                # The same file, which SQLite called corrupt, would only fail again; anything
+                # else (another kernel replaced it, a permission just fixed...) is worth a retry.
+                if replaced or not _is_corrupt(cause):
+                    try:
+                        return self._open_file(), self._replaced_notice() if replaced else None
+                    except (sqlite3.DatabaseError, OSError) as error:
+                        cause = error
+                if not (_is_unusable(cause) and self.path.is_file()):
+                    raise cause
+                moved = _move_aside(self.path)
                 db = self._open_file()
-            except (sqlite3.DatabaseError, OSError) as error:
-                cause = error
-            else:
-                self.notice = (
-                    f"The conversation store {self.path} could not be read ({cause}), so it was"
-                    f" moved to {moved} and a fresh one started: earlier conversations are not"
-                    " available. Keep the moved file if you want to try to recover them."
-                    if moved
-                    else f"The conversation store {self.path} had been replaced by another"
-                    " kernel after it could not be read; conversations continue in the new one."
-                )
-                return db
-        self.notice = (
-            f"The conversation store {self.path} could not be opened ({cause}), so this"
-            " session's conversations are kept in memory only and will be lost when the kernel"
-            " stops. Check that the directory is writable, or set CLARIFAI_MAGIC_HOME to"
-            " another directory, and restart the kernel."
+        except (sqlite3.DatabaseError, OSError) as error:
+            db = _connect(":memory:")
+            _migrate(db)
+            return db, (
+                f"The conversation store {self.path} could not be opened ({error}), so this"
+                " session's conversations are kept in memory only and will be lost when the"
+                " kernel stops. Check that the directory is writable, or set CLARIFAI_MAGIC_HOME"
+                " to another directory, and restart the kernel."
+            )
+        if moved is None:  # someone outside our lock moved or deleted it meanwhile
+            return db, self._replaced_notice()
+        return db, (
+            f"The conversation store {self.path} could not be read ({cause}), so it was moved to"
+            f" {moved} and a fresh one started: earlier conversations are not available. Keep"
+            " the moved file if you want to try to recover them."
         )
-        db = _connect(":memory:")
-        _migrate(db)
-        return db
+
+    def _replaced_notice(self) -> str:
+        return (
+            f"The conversation store {self.path} could not be read, and another kernel has"
+            f" replaced it with a fresh one (the old file was moved to {self.path.name}.corrupt-*"
+            " next to it): earlier conversations are not available here."
+        )
 
     def _open_file(self) -> sqlite3.Connection:
         _make_private_dir(self.path.parent)
@@ -495,7 +542,7 @@ class Store:
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         with suppress(OSError):  # not our file: leave its mode to its owner
             os.chmod(self.path, 0o600)
-        st = os.stat(self.path)
+        file_id = _identity(self.path)
         db = _connect(self.path)
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -506,27 +553,59 @@ class Store:
         except BaseException:
             db.close()
             raise
-        self._file_id = (st.st_dev, st.st_ino)
+        self._file_id = file_id
         return db
 
-    def _move_aside(self) -> Path | None:
-        """Rename the database and its WAL files; None if another kernel already replaced it."""
-        st = os.stat(self.path)
-        if self._file_id is not None and self._file_id != (st.st_dev, st.st_ino):
-            return None
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        n = 1
-        while target.exists():
-            n += 1
-            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
-        # A WAL left next to a fresh database would be replayed into it: move it along.
-        for suffix in ("-wal", "-shm"):
-            side = Path(f"{self.path}{suffix}")
-            if side.exists():
-                os.replace(side, f"{target}{suffix}")
-        os.replace(self.path, target)
-        return target
+
+def _identity(path: Path) -> _FileId | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an OS lock on ``lock_path`` (made if missing); the OS drops it if the process dies."""
+    _make_private_dir(lock_path.parent)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if sys.platform == "win32":
+            import msvcrt
+
+            msvcrt.locking(fd, msvcrt.LK_LOCK, 1)  # retries for 10 s, then raises OSError
+            try:
+                yield
+            finally:
+                os.lseek(fd, 0, os.SEEK_SET)
+                msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held by a kernel doing a few bounded SQLite calls
+            yield
+    finally:
+        os.close(fd)  # also releases the flock
+
+
+def _move_aside(path: Path) -> Path | None:
+    """Rename the database and its WAL files; None if the database was already gone."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    # A WAL left next to a fresh database would be replayed into it: move it along, first.
+    for suffix in ("-wal", "-shm"):
+        with suppress(FileNotFoundError):
+            os.replace(f"{path}{suffix}", f"{target}{suffix}")
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:
+        return None
+    return target
 
 
 def _connect(path: str | os.PathLike[str]) -> sqlite3.Connection:

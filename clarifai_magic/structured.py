@@ -19,13 +19,11 @@ from .schema import (
     ConversionError,
     FieldError,
     SchemaError,
+    check,
     convert,
-    drop_default_nulls,
     is_pydantic_model,
     json_schema,
-    pydantic_errors,
     strict_schema,
-    validate,
 )
 
 __all__ = [
@@ -132,12 +130,18 @@ def _balanced_end(text: str, start: int) -> int | None:
     return None
 
 
+_OPENER = re.compile(r"[{\[]")
+
+
 def extract_json(text: str) -> str:
     """The JSON part of a model's reply.
 
-    Drops ``<think>`` blocks and prefers the contents of the first code fence that holds JSON. Then
-    returns the first ``{...}`` or ``[...]`` that parses; failing that the first balanced one (so
-    the parse error points at it); failing that the stripped text (a bare scalar such as ``42``).
+    Drops ``<think>`` blocks and prefers the contents of the first code fence that holds JSON.
+    Then looks at each top-level ``{...}`` or ``[...]`` (never inside another) and returns the
+    first that parses. An opening bracket never closed (a reply cut short) ends the search: the
+    rest of the text from it is returned, so the parse error says the JSON is incomplete.
+    Otherwise the first balanced one (so the parse error points at it), or the stripped text (a
+    bare scalar such as ``42``). Linear in the length of the text.
     """
     text = _THINK.sub("", text).strip()
     for match in _FENCE.finditer(text):
@@ -145,26 +149,41 @@ def extract_json(text: str) -> str:
         if body.startswith(("{", "[")):
             text = body
             break
-    starts = [i for i, ch in enumerate(text) if ch in "{["]
     decoder = json.JSONDecoder()
-    for start in starts:
+    first_balanced: str | None = None
+    pos = 0
+    while opener := _OPENER.search(text, pos):
+        start = opener.start()
         try:
             _, end = decoder.raw_decode(text, start)
-        except json.JSONDecodeError:
-            continue
-        return text[start:end]
-    for start in starts:
-        end = _balanced_end(text, start)
-        if end is not None:
             return text[start:end]
-    return text[starts[0] :] if starts else text
+        except (json.JSONDecodeError, RecursionError):
+            pass
+        # The decoder stops at or before the matching bracket, so each character is scanned
+        # a bounded number of times.
+        close = _balanced_end(text, start)
+        if close is None:
+            return text[start:]
+        if first_balanced is None:
+            first_balanced = text[start:close]
+        pos = close
+    return first_balanced if first_balanced is not None else text
 
 
 def _loads(text: str) -> tuple[Any, FieldError | None]:
     try:
         return json.loads(text), None
     except json.JSONDecodeError as exc:
-        return None, FieldError("", f"Not valid JSON: {exc}")
+        if exc.pos >= len(text) or exc.msg.startswith("Unterminated string"):
+            message = (
+                "Not valid JSON: it is incomplete (unterminated; the reply stops inside it, "
+                f"perhaps cut short by the token limit): {exc}"
+            )
+        else:
+            message = f"Not valid JSON: {exc}"
+        return None, FieldError("", message)
+    except RecursionError:
+        return None, FieldError("", "Not valid JSON: it is nested too deeply to read.")
 
 
 def parse_json_answer(text: str) -> StructuredResult:
@@ -179,22 +198,15 @@ def parse_structured(text: str, cls: Any) -> StructuredResult:
     if error:
         return StructuredResult(None, text, [error])
     schema = schema_for(cls)  # raises the SchemaError explaining what --schema accepts
-    # Strict mode sends null for a field left at its default; pydantic and convert() want it gone.
-    data = drop_default_nulls(data, schema)
-    if is_pydantic_model(cls):
-        from pydantic import ValidationError  # present: cls is a pydantic model
-
-        try:  # JSON mode: a strict model still takes dates and enums as JSON spells them
-            return StructuredResult(cls.model_validate_json(json.dumps(data)), text)
-        except ValidationError as exc:
-            return StructuredResult(None, text, pydantic_errors(exc))
-    # Keys the class does not declare are ignored, as pydantic does by default.
-    errors = validate(data, schema, allow_extra=True)
+    # Keys the class does not declare are ignored, as pydantic does by default. Strict mode's
+    # nulls for "the default" are dropped. A pydantic model's own errors are the clearest.
+    checked = check(data, schema, allow_extra=True)
+    errors = [] if is_pydantic_model(cls) else checked.errors
     if not errors:
         try:
-            return StructuredResult(convert(data, cls), text)
+            return StructuredResult(convert(checked.value, cls), text)
         except ConversionError as exc:
-            errors = [exc.error]
+            errors = exc.errors
     return StructuredResult(None, text, errors)
 
 
@@ -208,19 +220,17 @@ _FORMAT_WORDS = (
     "structured output",
     "guided_json",
 )
-_UNSUPPORTED_WORDS = ("not supported", "unsupported", "not implemented", "not permitted")
 
 
 def rejects_response_format(error_message: str, status: int | None) -> bool:
     """Whether a failed request means "this model does not take ``response_format``".
 
-    True when the server names the parameter (any status but auth, not-found and rate limits,
-    since runners report it as 400, 422 or 500), or when a 400/422 only says something is not
-    supported. The caller then retries once with :func:`instruction_for` instead.
+    True when the server's message names the parameter or structured output (with any status but
+    auth, not-found and rate limits, since runners report it as 400, 422 or 500). A failure that
+    does not mention it, however it is worded, is left alone. The caller then retries once with
+    :func:`instruction_for` instead.
     """
     if status in (401, 403, 404, 429):
         return False
     message = error_message.lower()
-    if any(word in message for word in _FORMAT_WORDS):
-        return True
-    return status in (400, 422) and any(word in message for word in _UNSUPPORTED_WORDS)
+    return any(word in message for word in _FORMAT_WORDS)

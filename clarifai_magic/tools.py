@@ -30,21 +30,20 @@ from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from typing import Any, Protocol, TypeVar, overload
 
+from .docstrings import parse_docstring
 from .schema import (
     MISSING,
     ConversionError,
     Field,
     SchemaError,
+    check,
     convert_fields,
-    drop_default_nulls,
     is_pydantic_model,
     json_default,
     json_kind,
     object_schema,
-    parse_docstring,
     strict_schema,
     type_hints,
-    validate,
 )
 
 __all__ = [
@@ -354,11 +353,13 @@ def serialize_result(value: Any, max_chars: int = 20_000) -> str:
     dicts, lists, numbers, dataclasses, pydantic models, enums and dates become JSON; anything
     else its ``repr()``. Text past ``max_chars`` is cut and marked with how much was dropped.
     """
-    text = _result_text(value)
-    if len(text) > max_chars:
-        dropped = len(text) - max_chars
-        text = f"{text[:max_chars]}\n…[truncated {dropped} characters]"
-    return text
+    return _cut(_result_text(value), max_chars)
+
+
+def _cut(text: str, max_chars: int) -> str:
+    if len(text) <= max_chars:
+        return text
+    return f"{text[:max_chars]}\n…[truncated {len(text) - max_chars} characters]"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,7 +417,13 @@ def _caught(exc: BaseException, started: float) -> _Ran:
     return _Ran(exception=exc, traceback=text, duration=time.perf_counter() - started)
 
 
-def _prepare(call: ToolCallLike, tools: Mapping[str, Tool]) -> _Prepared | ToolOutcome:
+# Enough for the model to fix its call; a huge bad list would otherwise flood the context.
+_MAX_LISTED_ERRORS = 10
+
+
+def _prepare(
+    call: ToolCallLike, tools: Mapping[str, Tool], max_chars: int
+) -> _Prepared | ToolOutcome:
     spec = tools.get(call.name)
     if spec is None:
         available = ", ".join(sorted(tools)) or "none"
@@ -431,6 +438,8 @@ def _prepare(call: ToolCallLike, tools: Mapping[str, Tool]) -> _Prepared | ToolO
             f"the arguments for {call.name} are not valid JSON ({exc.msg} at position {exc.pos}). "
             "Send a JSON object.",
         )
+    except RecursionError:
+        return _failed(call, None, f"the arguments for {call.name} are nested too deeply.")
     if arguments is None:
         arguments = {}
     if not isinstance(arguments, dict):
@@ -438,17 +447,20 @@ def _prepare(call: ToolCallLike, tools: Mapping[str, Tool]) -> _Prepared | ToolO
         return _failed(
             call, None, f"the arguments for {call.name} must be a JSON object, not {kind}."
         )
-    checked = drop_default_nulls(arguments, spec.parameters)
-    problems = validate(checked, spec.parameters)
+    checked = check(arguments, spec.parameters)
+    problems = checked.errors
     if not problems:
         try:
-            args, kwargs = _bind(spec, checked)
+            args, kwargs = _bind(spec, checked.value)
         except ConversionError as exc:
-            problems = [exc.error]
+            problems = exc.errors
         else:
             return _Prepared(call, spec, arguments, args, kwargs)
-    listed = "; ".join(str(p) for p in problems)
-    return _failed(call, arguments, f"invalid arguments for {call.name}: {listed}.")
+    listed = "; ".join(str(p) for p in problems[:_MAX_LISTED_ERRORS])
+    if len(problems) > _MAX_LISTED_ERRORS:
+        listed += f"; and {len(problems) - _MAX_LISTED_ERRORS} more"
+    error = _cut(f"invalid arguments for {call.name}: {listed}.", max_chars)
+    return _failed(call, arguments, error)
 
 
 def _bind(tool: Tool, arguments: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
@@ -463,15 +475,18 @@ def _bind(tool: Tool, arguments: dict[str, Any]) -> tuple[list[Any], dict[str, A
 class ToolRunner:
     """Runs a turn's tool calls concurrently; owns one background event loop for async tools.
 
-    The loop thread starts on first need and stops with :meth:`close` (or ``with`` exit). Sync
-    tools each get a daemon thread, so a tool that never returns can't block the interpreter's
-    exit the way a ``ThreadPoolExecutor`` worker would.
+    The loop thread starts on first need and stops with :meth:`close` (or ``with`` exit); a later
+    :meth:`run_calls` starts it again. Sync tools each get a daemon thread, so a tool that never
+    returns can't block the interpreter's exit the way a ``ThreadPoolExecutor`` worker would.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        # Set by close(): a sync tool left running past its timeout must not start a new loop
+        # (nobody would stop it); only run_calls reopens the runner.
+        self._closed = False
 
     def __enter__(self) -> ToolRunner:
         return self
@@ -481,6 +496,8 @@ class ToolRunner:
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
+            if self._closed:
+                raise RuntimeError("the tool runner was closed while this tool ran")
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
                 self._thread = threading.Thread(
@@ -498,8 +515,8 @@ class ToolRunner:
             pending = asyncio.all_tasks(loop)
             for task in pending:
                 task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            if pending:  # bounded: a tool may catch CancelledError and carry on
+                loop.run_until_complete(asyncio.wait(pending, timeout=1))
             loop.close()
 
     def close(self) -> None:
@@ -507,6 +524,7 @@ class ToolRunner:
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
+            self._closed = True
         if loop is not None and thread is not None:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout=5)
@@ -526,10 +544,12 @@ class ToolRunner:
         (without a callback such tools just run). The accepted calls then run concurrently, each
         within its tool's timeout.
         """
+        with self._lock:
+            self._closed = False
         outcomes: list[ToolOutcome | None] = [None] * len(calls)
         accepted: list[tuple[int, _Prepared]] = []
         for i, call in enumerate(calls):
-            prepared = _prepare(call, tools)
+            prepared = _prepare(call, tools, max_result_chars)
             if isinstance(prepared, ToolOutcome):
                 outcomes[i] = prepared
             elif (
@@ -580,12 +600,21 @@ class ToolRunner:
         try:
             value = func(*args, **kwargs)
             if inspect.isawaitable(value):  # a sync wrapper around a coroutine
-                value = asyncio.run_coroutine_threadsafe(_await(value), self._event_loop()).result()
+                value = self._await_in_loop(value)
             ran = _Ran(value, duration=time.perf_counter() - started)
         except BaseException as exc:  # a tool's sys.exit() or KeyboardInterrupt is its failure
             ran = _caught(exc, started)
         if future.set_running_or_notify_cancel():
             future.set_result(ran)
+
+    def _await_in_loop(self, awaitable: Any) -> Any:
+        try:
+            loop = self._event_loop()
+        except RuntimeError:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()  # never to run: no "never awaited" warning
+            raise
+        return asyncio.run_coroutine_threadsafe(_await(awaitable), loop).result()
 
     @staticmethod
     async def _run_async(func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> _Ran:

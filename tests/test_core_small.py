@@ -14,7 +14,7 @@ from clarifai_magic.models import (
     model_id,
     resolve_model,
 )
-from clarifai_magic.prompt import interpolate, strip_code_fences
+from clarifai_magic.prompt import extract_code, interpolate
 
 
 class Frame:
@@ -53,10 +53,22 @@ def test_interpolate(template: str, expected: str) -> None:
     assert interpolate(template, NS) == expected
 
 
-def test_strip_code_fences() -> None:
-    assert strip_code_fences("Here:\n```python\nprint(1)\n```\nDone") == "print(1)"
-    assert strip_code_fences("print(2)") == "print(2)"
-    assert strip_code_fences("```\nunclosed") == "unclosed"
+def test_extract_code() -> None:
+    assert extract_code("Here:\n```python\nprint(1)\n```\nDone") == "print(1)"
+    assert extract_code("~~~py\nx = 1\n~~~") == "x = 1"
+    assert extract_code("````md\n```inner```\n````") == "```inner```"
+    assert extract_code("print(2)") == "print(2)"
+    assert extract_code("```\nunclosed") == "unclosed"
+    assert extract_code("Sure, here is how you do it.") is None
+
+
+def test_a_raising_property_stays_literal() -> None:
+    class Boom:
+        @property
+        def value(self) -> int:
+            raise RuntimeError("no")
+
+    assert interpolate("see {b.value}", {"b": Boom()}) == "see {b.value}"
 
 
 @pytest.mark.parametrize(
@@ -144,12 +156,20 @@ def test_pat_short_key_and_envvar_indirection(tmp_path: Path) -> None:
     assert find_credentials({}, cfg) is None
 
 
-def test_login_pat_is_last_and_no_pat_is_none(tmp_path: Path) -> None:
+def test_login_pat_replaces_the_others_and_no_pat_is_none(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     assert find_credentials({}, missing) is None
-    creds = find_credentials({}, missing, login_pat=Secret("typed"))
-    assert creds.source == "%clarifai login"
+    creds = find_credentials({"CLARIFAI_PAT": "stale-env"}, missing, login_pat=Secret("typed"))
+    assert creds.source == "%clarifai login" and creds.pat.reveal() == "typed"
     assert "CLARIFAI_PAT" in NO_PAT_MESSAGE and "%clarifai login" in NO_PAT_MESSAGE
+
+
+def test_api_base_copied_with_the_openai_path_is_not_doubled() -> None:
+    creds = find_credentials(
+        {"CLARIFAI_PAT": "p", "CLARIFAI_API_BASE": "https://api.clarifai.com/v2/ext/openai/v1/"},
+        Path("/nonexistent"),
+    )
+    assert creds.base_url == "https://api.clarifai.com/v2/ext/openai/v1"
 
 
 def test_secret_never_shows_itself() -> None:

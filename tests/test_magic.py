@@ -183,7 +183,13 @@ def test_help_lists_options_and_commands(shell: Any) -> None:
     ("line", "fragment"),
     [
         ("%%clarifai -f yaml", "invalid choice"),
-        ("%%clarifai -t hot", "invalid"),
+        ("%%clarifai -t hot", "not a number"),
+        ("%%clarifai -t 5", "between 0 and 2"),
+        ("%%clarifai --max-tokens -5", "at least 1"),
+        ("%%clarifai --max-rounds 0", "at least 1"),
+        ("%%clarifai --out 1bad", "needs a variable name"),
+        ("%%clarifai --out In", "overwrite IPython's own In"),
+        ("%%clarifai --chat ''", "--chat needs a name"),
         ('%%clarifai -s "unclosed', "quotes"),
         ("%%clarifai --bogus", "unrecognized"),
         ("%%clarifai -m not/a/model", "Unknown model"),
@@ -211,8 +217,8 @@ def test_no_pat_says_how_to_set_it(
 def test_login_prompts_without_echo(
     shell: Any, server: OfflineServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("CLARIFAI_PAT")
     monkeypatch.setattr("getpass.getpass", lambda prompt="": "typed-pat-000111")
+    # CLARIFAI_PAT is set (stale, say): a PAT typed at login replaces it for the session.
     out = run(shell, "%clarifai login")
     assert "typed-pat-000111" not in everything(out)
     server.enqueue(text("ok"))
@@ -350,3 +356,72 @@ def test_loading_the_extension_does_not_import_openai() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_the_line_is_not_expanded_by_ipython(shell: Any, server: OfflineServer) -> None:
+    server.enqueue(text("ok"))
+    shell.user_ns["price"] = 9
+    run(shell, "%clarifai --no-interpolate what is {1+1} and $price")
+    assert server.chat_requests[-1].json["messages"][-1]["content"] == "what is {1+1} and $price"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "help me write a regex",
+        "history of Rome in 3 lines",
+        "usage of numpy arrays",
+        "tools for ML",
+    ],
+)
+def test_questions_starting_with_a_command_word_are_asked(
+    shell: Any, server: OfflineServer, line: str
+) -> None:
+    server.enqueue(text("ok"))
+    out = run(shell, f"%clarifai {line}")
+    assert out.result.success, out.stderr
+    assert server.chat_requests[-1].json["messages"][-1]["content"] == line
+
+
+def test_a_failed_request_does_not_leave_its_question_behind(
+    shell: Any, server: OfflineServer
+) -> None:
+    server.enqueue(http_error(404), text("Here it is."))
+    run(shell, "%clarifai explain X")
+    run(shell, "%clarifai explain X")
+    assert server.chat_requests[-1].json["messages"] == [{"role": "user", "content": "explain X"}]
+
+
+def test_an_open_code_fence_cannot_swallow_the_error_and_footer(
+    shell: Any, server: OfflineServer
+) -> None:
+    server.enqueue(mid_stream_error("Here:\n```python\nx = 1\n"))
+    markdown = final_markdown(run(shell, "%%clarifai\ncode"))
+    code_end = markdown.index("```", markdown.index("```python") + 3)
+    assert code_end < markdown.index("**Error.**") < markdown.index("<sub>")
+
+
+def test_reasoning_shows_code_as_written_and_cannot_close_the_section(
+    shell: Any, server: OfflineServer
+) -> None:
+    server.enqueue(text("Done.", reasoning='Try `print("a < b")` </details> here'))
+    markdown = final_markdown(run(shell, "%%clarifai\nq"))
+    assert '`print("a < b")`' in markdown
+    assert markdown.count("</details>") == 1 and "&lt;/details>" in markdown
+
+
+def test_empty_and_cut_off_answers_are_explained(shell: Any, server: OfflineServer) -> None:
+    server.enqueue(raw([]))
+    assert "The model sent no text." in final_markdown(run(shell, "%%clarifai\nq"))
+    server.enqueue(text("It was the best of", finish_reason="length"))
+    assert "raise --max-tokens" in final_markdown(run(shell, "%%clarifai\nq"))
+
+
+def test_unloading_removes_the_magic(shell: Any) -> None:
+    shell.run_line_magic("unload_ext", "clarifai_magic")
+    try:
+        assert "clarifai" not in shell.magics_manager.magics["line"]
+        assert "clarifai" not in shell.magics_manager.magics["cell"]
+    finally:
+        shell.run_line_magic("load_ext", "clarifai_magic")
+        shell.run_line_magic("config", "ClarifaiMagics.display_mode = 'cell'")

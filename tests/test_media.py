@@ -124,10 +124,110 @@ def test_large_numpy_array_is_downscaled():
     assert sent.size == (30, 150)
 
 
-def test_numpy_float_array_is_refused_with_the_conversion_to_use():
-    with pytest.raises(MediaError, match="uint8") as info:
-        image_part(np.zeros((4, 4, 3), dtype=np.float32))
-    assert "astype('uint8')" in str(info.value)
+def gray_levels(part: dict, points: list[tuple[int, int]]) -> list[int]:
+    """The sent image's gray level at each (x, y)."""
+    _, sent = decode_image(part)
+    gray = sent.convert("L")
+    return [gray.getpixel(xy) for xy in points]
+
+
+def near(levels: list[int], expected: list[int]) -> bool:
+    # JPEG moves flat gray levels by a step or two.
+    return all(abs(a - b) <= 3 for a, b in zip(levels, expected, strict=True))
+
+
+def quadrants(values: list[float], dtype: str, side: int = 16) -> np.ndarray:
+    """A side×side array whose four quadrants (row by row) hold ``values``."""
+    arr = np.empty((side, side), dtype=dtype)
+    half = side // 2
+    for i, v in enumerate(values):
+        arr[(i // 2) * half : (i // 2 + 1) * half, (i % 2) * half : (i % 2 + 1) * half] = v
+    return arr
+
+
+CORNERS = [(4, 4), (12, 4), (4, 12), (12, 12)]
+
+
+def test_16_bit_png_keeps_its_tones_instead_of_turning_white():
+    arr = quadrants([0, 16384, 32768, 65535], "uint16", side=64)
+    data = encoded(Image.fromarray(arr), "PNG")
+    assert Image.open(io.BytesIO(data)).mode.startswith("I")  # really a 16-bit file
+    part = image_part(data, max_side=32)  # too large: decoded and re-encoded
+    mime, sent = decode_image(part)
+    assert mime == "image/png" and sent.size == (32, 32)
+    points = [(8, 8), (24, 8), (8, 24), (24, 24)]
+    assert [sent.getpixel(xy) for xy in points] == [0, 64, 128, 255]
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype", "expected"),
+    [
+        ([0, 16384, 32768, 65535], "uint16", [0, 64, 128, 255]),
+        ([0.0, 0.25, 0.5, 1.0], "float32", [0, 64, 128, 255]),
+        ([-1.0, 0.0, 1.0, 3.0], "float64", [0, 64, 128, 255]),  # stretched
+        ([0, 10, 200, 255], "int64", [0, 10, 200, 255]),  # already 8-bit values
+        ([-500, 0, 500, 1500], "int32", [0, 64, 128, 255]),  # stretched
+        ([False, True, False, True], "bool", [0, 255, 0, 255]),
+    ],
+)
+def test_numpy_arrays_of_other_dtypes_are_scaled_to_8_bits(values, dtype, expected):
+    assert near(gray_levels(image_part(quadrants(values, dtype)), CORNERS), expected)
+
+
+def test_numpy_float_rgb_in_0_to_1_keeps_its_colour():
+    arr = np.zeros((8, 8, 3), dtype=np.float32)
+    arr[..., 0] = 1.0
+    arr[..., 2] = 0.5
+    _, sent = decode_image(image_part(arr))
+    r, g, b = sent.convert("RGB").getpixel((4, 4))
+    assert r > 245 and g < 10 and abs(b - 128) < 6
+
+
+def test_nan_pixels_are_black_and_an_all_nan_array_is_refused():
+    arr = quadrants([float("nan"), 0.5, 1.0, 0.0], "float32")
+    assert near(gray_levels(image_part(arr), CORNERS), [0, 128, 255, 0])
+    with pytest.raises(MediaError, match="no finite values"):
+        image_part(np.full((4, 4), np.nan))
+
+
+def test_numpy_complex_array_is_refused_naming_its_dtype():
+    with pytest.raises(MediaError, match="complex128"):
+        image_part(np.zeros((4, 4), dtype=complex))
+
+
+@pytest.mark.parametrize(
+    ("mode", "values", "expected"),
+    [
+        ("I;16", [0, 16384, 32768, 65535], [0, 64, 128, 255]),
+        ("F", [0.0, 0.25, 0.5, 1.0], [0, 64, 128, 255]),
+        ("F", [-2.0, 0.0, 2.0, 6.0], [0, 64, 128, 255]),
+        ("I", [0, 10, 200, 255], [0, 10, 200, 255]),
+        ("I", [-500, 0, 500, 1500], [0, 64, 128, 255]),
+    ],
+)
+def test_pil_high_bit_depth_images_are_scaled_to_8_bits(mode, values, expected):
+    dtype = {"I;16": "uint16", "F": "float32", "I": "int32"}[mode]
+    img = Image.fromarray(quadrants(values, dtype))
+    if img.mode != mode:
+        img = img.convert(mode)
+    assert img.mode == mode
+    assert near(gray_levels(image_part(img), CORNERS), expected)
+
+
+def test_truncated_large_jpeg_is_a_clear_error():
+    rng = np.random.default_rng(0)
+    noisy = Image.fromarray(rng.integers(0, 256, (600, 600, 3), dtype=np.uint8))
+    data = encoded(noisy, "JPEG")
+    with pytest.raises(MediaError, match="truncated or corrupt"):
+        image_part(data[: len(data) // 2], max_side=100)
+
+
+def test_decompression_bomb_is_a_clear_error(monkeypatch):
+    data = encoded(Image.new("RGB", (100, 100)), "PNG")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 10,000 pixels is over twice this
+    with pytest.raises(MediaError, match="too large to decode safely") as info:
+        image_part(data, max_side=50)
+    assert "MAX_IMAGE_PIXELS" in str(info.value)
 
 
 @pytest.mark.parametrize("shape", [(4, 4, 2), (4,), (4, 4, 3, 1), (0, 4, 3)])
@@ -255,10 +355,6 @@ def test_unsupported_objects_list_what_is_accepted(obj):
         image_part(obj)
     message = str(info.value)
     assert "PIL image" in message and "NumPy array" in message and "URL" in message
-
-
-def test_media_error_is_a_value_error():
-    assert issubclass(MediaError, ValueError)
 
 
 # ---------------------------------------------------------------- without Pillow

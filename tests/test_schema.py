@@ -216,3 +216,77 @@ def test_strict_pydantic_models_take_dates_and_enums_as_json_spells_them():
         return f"{weight.unit.name} {weight.on.isoformat()}"
 
     assert run(weigh, {"weight": json.loads(reply)}).content == "KG 2024-01-02"
+
+
+@dataclass
+class Cash:
+    amount: float
+    currency: str = "USD"
+
+
+@dataclass
+class Card:
+    last4: str
+
+
+class PCash(pydantic.BaseModel):
+    amount: float
+    currency: str = "USD"
+
+
+class PCard(pydantic.BaseModel):
+    last4: str
+
+
+class PPayment(pydantic.BaseModel):
+    method: PCash | PCard
+
+
+def test_strict_nulls_inside_a_union_of_classes_mean_defaults():
+    # Strict mode asks for every property, nullable if optional: exactly this reply.
+    @tool(strict=True)
+    def pay(method: Cash | Card) -> str:
+        return repr(method)
+
+    sent = {"method": {"amount": 5, "currency": None}}
+    strict = as_tool(pay).schema()["function"]["parameters"]["properties"]["method"]["anyOf"][0]
+    assert strict["required"] == ["amount", "currency"]
+    outcome = run(pay, sent)
+    assert outcome.ok, outcome.content
+    assert outcome.content == "Cash(amount=5.0, currency='USD')"
+    assert run(pay, {"method": {"last4": "4242"}}).content == "Card(last4='4242')"
+
+    @dataclass
+    class Order:
+        payment: Cash | Card
+
+    assert response_format_for(Order)["json_schema"]["strict"] is True
+    reply = json.dumps({"payment": sent["method"]})
+    assert parse_structured(reply, Order).value == Order(Cash(5.0))
+    assert parse_structured(json.dumps(sent), PPayment).value == PPayment(method=PCash(amount=5))
+
+
+def test_a_union_of_classes_reports_the_errors_of_the_closest_class():
+    def pay(method: Cash | Card) -> str:
+        return "paid"
+
+    outcome = run(pay, {"method": {"amount": "5"}})
+    assert outcome.content == (
+        'Error: invalid arguments for pay: method.amount: expected number, got string "5".'
+    )
+    outcome = run(pay, {"method": {"last4": 4242}})
+    assert outcome.content == (
+        "Error: invalid arguments for pay: method.last4: expected string, got integer 4242."
+    )
+    outcome = run(pay, {"method": "cash"})
+    assert outcome.content == (
+        'Error: invalid arguments for pay: method: expected object, got "cash".'
+    )
+
+
+def test_a_long_list_of_union_items_converts_each_to_its_class():
+    def count(shapes: list[Circle | Square]) -> str:
+        return ",".join(type(s).__name__[0] for s in shapes)
+
+    shapes = [{"radius": 1}, {"radius": 1, "side": 2}] * 500
+    assert run(count, {"shapes": shapes}).content == ",".join("CS" * 500)

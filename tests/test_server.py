@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from typing import Literal
 
 import openai
 import pytest
@@ -481,6 +482,15 @@ def test_require_token(srv):
     assert right.chat.completions.create(model=MODEL, messages=USER).choices
 
 
+def test_without_recording_nothing_is_kept():
+    with OfflineServer(record=False) as server:
+        server.enqueue(text("not kept"))
+        with openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0) as c:
+            assert content_of(stream(c)) == "not kept"
+            assert c.models.list().data
+        assert server.requests == [] and server.chat_requests == []
+
+
 def test_unknown_path_is_a_404_json_error(srv):
     request = urllib.request.Request(srv.api_base + "/v1/chat/completions", data=b"{}")
 
@@ -506,6 +516,30 @@ def test_chunked_request_body(srv):
 
     assert srv.chat_requests[0].json == {"model": MODEL, "messages": USER}
     assert "> Say hello" in reply["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"Transfer-Encoding: chunked\r\n\r\n-5\r\n",
+        b"Content-Length: lots\r\n\r\n{}",
+        b"Content-Length: -3\r\n\r\n{}",
+    ],
+)
+def test_malformed_body_framing_is_a_400_and_prints_nothing(srv, capfd, framing):
+    head = f"POST {BASE_PATH}/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n"
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+        sock.sendall(head.encode() + framing)
+        received = b""
+        while chunk := sock.recv(65536):  # the server closes: the body's end is unknown
+            received += chunk
+
+    status_line, _, rest = received.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 400 Bad Request"
+    assert b"connection: close" in rest.lower()
+    assert b"Malformed request body" in rest
+    assert capfd.readouterr().err == ""
 
 
 def test_http_1_0_stream_is_unframed_and_closes(srv):
@@ -592,25 +626,58 @@ def test_many_mixed_requests_share_the_connection_pool(srv, client):
     assert srv.open_connections <= 1
 
 
-def test_concurrent_delayed_streams(srv):
-    for i in range(4):
-        srv.enqueue(text(f"answer-{i} " * 3, delay=0.005))
-    results: list[str] = []
+def test_concurrent_streams_are_served_at_the_same_time(srv):
+    arrived: list[str] = []
+    gate = threading.Event()
     lock = threading.Lock()
 
-    def run():
-        c = openai.OpenAI(base_url=srv.base_url, api_key="test", max_retries=0)
-        answer = content_of(stream(c))
+    def responder(request):
+        question = request["messages"][-1]["content"]
+        with lock:
+            arrived.append(question)
+        gate.wait(timeout=30)  # every request is held here until all four are in flight
+        return text(f"answer to {question}", delay=0.005)
+
+    srv.responder = responder
+    results: list[str] = []
+
+    def run(i: int) -> None:
+        with openai.OpenAI(base_url=srv.base_url, api_key="test", max_retries=0) as c:
+            answer = content_of(stream(c, messages=[{"role": "user", "content": f"q{i}"}]))
         with lock:
             results.append(answer)
 
-    threads = [threading.Thread(target=run) for _ in range(4)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join(timeout=30)
+    try:
+        deadline = time.monotonic() + 15
+        while len(arrived) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # A single-threaded server would hold only the first request here.
+        assert sorted(arrived) == ["q0", "q1", "q2", "q3"]
+        assert srv.open_connections == 4
+    finally:
+        gate.set()
+        for t in threads:
+            t.join(timeout=30)
 
-    assert sorted(results) == sorted(f"answer-{i} " * 3 for i in range(4))
+    assert sorted(results) == [f"answer to q{i}" for i in range(4)]
+
+
+def test_abandoned_delayed_stream_frees_its_connection_silently(srv, capfd):
+    srv.enqueue(text("x" * 2000, chunk_size=1, delay=0.01))
+    with openai.OpenAI(base_url=srv.base_url, api_key="test", max_retries=0) as c:
+        response = c.chat.completions.create(model=MODEL, messages=USER, stream=True)
+        received = [next(iter(response)) for _ in range(3)]
+        response.close()  # the user interrupted the cell
+        assert len(received) == 3
+
+        deadline = time.monotonic() + 10
+        while srv.open_connections and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert srv.open_connections == 0
+    assert capfd.readouterr().err == ""
 
 
 def test_hold_delays_the_first_event(srv):
@@ -711,3 +778,82 @@ def test_default_responder_calls_an_offered_tool_then_reports_its_result(client)
     ]
     second = client.chat.completions.create(model="m", messages=answered, tools=[tool])
     assert "`get_weather` returned: 21 C" in second.choices[0].message.content
+
+
+def test_default_responder_fills_tool_arguments_from_defs_refs(client):
+    pydantic = pytest.importorskip("pydantic")
+
+    class Address(pydantic.BaseModel):
+        city: str
+        zip_code: int
+
+    class Order(pydantic.BaseModel):
+        item: str
+        size: Literal["S", "M"] | None = None
+        ship_to: Address
+        gift_to: Address | None = None
+        tags: list[Address] = []
+
+    tool = {
+        "type": "function",
+        "function": {"name": "order", "parameters": Order.model_json_schema()},
+    }
+    assert "$defs" in tool["function"]["parameters"]  # the refs this test is about
+
+    reply = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "Order"}], tools=[tool]
+    )
+
+    [call] = reply.choices[0].message.tool_calls
+    order = Order.model_validate_json(call.function.arguments)
+    assert order.ship_to == Address(city="example", zip_code=1)
+
+
+NODE = {"type": "object", "properties": {"next": {"$ref": "#/$defs/Node"}}}
+
+
+@pytest.mark.parametrize(
+    ("arg", "defs", "expected"),
+    [
+        ({"type": "string", "enum": []}, {}, "example"),
+        ({"$ref": "#/$defs/Missing"}, {}, {}),
+        ({"$ref": "#/$defs/Node"}, {"$defs": {"Node": NODE}}, {"next": {}}),  # recursive
+        ({"$ref": "#/definitions/N"}, {"definitions": {"N": {"type": "integer"}}}, 1),
+    ],
+)
+def test_tool_arguments_for_unusual_schemas(client, arg, defs, expected):
+    parameters = {"type": "object", "properties": {"arg": arg}, "required": ["arg"], **defs}
+    tool = {"type": "function", "function": {"name": "f", "parameters": parameters}}
+
+    reply = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "go"}], tools=[tool]
+    )
+
+    [call] = reply.choices[0].message.tool_calls
+    assert json.loads(call.function.arguments) == {"arg": expected}
+
+
+def test_default_responder_reports_only_the_latest_tool_round(client):
+    def call_turn(call_id):
+        function = {"name": "lookup", "arguments": "{}"}
+        return {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": call_id, "type": "function", "function": function}],
+        }
+
+    history = [
+        {"role": "user", "content": "first question"},
+        call_turn("call_1"),
+        {"role": "tool", "tool_call_id": "call_1", "name": "lookup", "content": "old result"},
+        {"role": "assistant", "content": "first answer"},
+        {"role": "user", "content": "second question"},
+        call_turn("call_2"),
+        {"role": "tool", "tool_call_id": "call_2", "name": "lookup", "content": "new result"},
+    ]
+
+    reply = client.chat.completions.create(model="m", messages=history)
+
+    content = reply.choices[0].message.content
+    assert "`lookup` returned: new result" in content
+    assert "old result" not in content

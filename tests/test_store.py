@@ -224,6 +224,23 @@ def test_undo_drops_last_user_message_and_everything_after(store: Store) -> None
     assert store.messages(conv) == []
 
 
+def test_drop_exchange_removes_a_failed_question_only(db_path: Path) -> None:
+    with Store(db_path) as a, Store(db_path) as b:
+        conv_a, conv_b = a.conversation(NB), b.conversation(NB)
+        a.append(conv_a, [user("q1"), assistant("a1")])
+        failed = a.append(conv_a, [user("q2 (request failed)")])
+        later = b.append(conv_b, [user("q3 from another kernel")])  # stored after it
+        b.append(conv_b, [assistant("a3")], exchange=later)
+        assert a.drop_exchange(conv_a, failed) == 1
+        assert texts(a, conv_a) == texts(b, conv_b) == ["q1", "a1", "q3 from another kernel", "a3"]
+        assert a.drop_exchange(conv_a, failed) == 0  # already gone: nothing else is touched
+        assert a.drop_exchange(Conversation(NB, "never used"), failed) == 0
+        assert [c.name for c in a.chats(NB)] == ["main"]  # and it was not created
+        # An answer arriving for the dropped question is not stored.
+        a.append(conv_a, [assistant("late")], exchange=failed)
+        assert texts(a, conv_a) == ["q1", "a1", "q3 from another kernel", "a3"]
+
+
 def test_fork_copies_messages_and_system_prompt_but_not_the_bill(store: Store) -> None:
     conv = store.conversation(NB)
     store.set_system_prompt(conv, "Pirate voice.")
@@ -423,6 +440,59 @@ def test_garbage_file_is_moved_aside_and_a_fresh_store_started(db_path: Path) ->
         assert texts(s, s.conversation(NB)) == ["still works"]
 
 
+def moved_databases(db_path: Path) -> list[Path]:
+    """The databases moved aside next to ``db_path`` (without their WAL files)."""
+    moved = db_path.parent.glob(f"{db_path.name}.corrupt-*")
+    return [p for p in moved if not p.name.endswith(("-wal", "-shm"))]
+
+
+OPENER = textwrap.dedent(
+    """
+    import sys
+    from clarifai_magic.store import Store
+
+    for path in sys.stdin:  # one database per line; every kernel gets it at the same moment
+        with Store(path.strip()) as store:
+            store.append(store.conversation("nb"), [{"role": "user", "content": sys.argv[1]}])
+            print(store.notice, flush=True)
+    """
+)
+
+
+def test_kernels_starting_together_on_a_corrupt_file_keep_every_message(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    kernels = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPENER, str(k)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for k in range(6)
+    ]
+    try:
+        for trial in range(8):
+            path = tmp_path / str(trial) / "conversations.db"
+            path.parent.mkdir()
+            path.write_bytes(b"garbage " * 1000)
+            for kernel in kernels:
+                assert kernel.stdin is not None
+                kernel.stdin.write(f"{path}\n")
+                kernel.stdin.flush()
+            notices = [kernel.stdout.readline() for kernel in kernels if kernel.stdout]
+            assert not [n for n in notices if "memory" in n]
+            with Store(path) as s:
+                assert sorted(texts(s, s.conversation("nb"))) == [str(k) for k in range(6)]
+            moved = [
+                p for p in path.parent.glob("*.corrupt-*") if not p.name.endswith(("-wal", "-shm"))
+            ]
+            assert [p.read_bytes()[:8] for p in moved] == [b"garbage "]
+    finally:
+        for kernel in kernels:
+            kernel.communicate(timeout=30)
+
+
 def test_damaged_pages_found_while_reading_start_a_fresh_store(db_path: Path) -> None:
     with Store(db_path) as s:
         conv = s.conversation(NB)
@@ -434,13 +504,15 @@ def test_damaged_pages_found_while_reading_start_a_fresh_store(db_path: Path) ->
         data[offset : offset + page] = os.urandom(page)
     db_path.write_bytes(bytes(data))
 
-    with Store(db_path) as s:
-        conv = s.conversation(NB)
-        assert s.messages(conv) == []  # whatever was readable is in the moved file, not here
-        assert s.notice is not None and "could not be read" in s.notice
-        s.append(conv, [user("fresh")])
-        assert texts(s, conv) == ["fresh"]
-    assert len(list(db_path.parent.glob("conversations.db.corrupt-*"))) == 1
+    with Store(db_path) as a, Store(db_path) as b:  # two kernels have the damaged file open
+        conv_a, conv_b = a.conversation(NB), b.conversation(NB)
+        assert a.messages(conv_a) == []  # whatever was readable is in the moved file, not here
+        assert a.notice is not None and "moved to" in a.notice
+        a.append(conv_a, [user("fresh")])
+        # b finds the damage later, and continues in a's fresh store instead of moving it too.
+        assert texts(b, conv_b) == ["fresh"]
+        assert b.notice is not None and "another kernel has replaced it" in b.notice
+    assert len(moved_databases(db_path)) == 1
 
 
 def test_unopenable_location_falls_back_to_memory(tmp_path: Path) -> None:
@@ -454,16 +526,19 @@ def test_unopenable_location_falls_back_to_memory(tmp_path: Path) -> None:
     assert blocker.read_text() == "a file where the data directory should be"
 
 
-@pytest.mark.skipif(
-    sys.platform == "win32" or os.geteuid() == 0, reason="needs POSIX permissions that bind"
-)
-def test_unreadable_file_is_moved_aside(db_path: Path) -> None:
-    Store(db_path).close()
-    db_path.chmod(0)
+def test_database_sqlite_cannot_open_is_moved_aside(db_path: Path) -> None:
+    with Store(db_path) as s:
+        s.append(s.conversation(NB), [user("old")])
+    # Unopenable even for root (unlike a chmod): a directory where SQLite keeps the WAL.
+    Path(f"{db_path}-wal").mkdir()
     with Store(db_path) as s:
         assert s.notice is not None and "moved to" in s.notice
-        s.append(s.conversation(NB), [user("q")])
-    assert len(list(db_path.parent.glob("conversations.db.corrupt-*"))) == 1
+        conv = s.conversation(NB)
+        assert s.messages(conv) == []
+        s.append(conv, [user("new")])
+    assert len(moved_databases(db_path)) == 1
+    with Store(db_path) as s:
+        assert s.notice is None and texts(s, s.conversation(NB)) == ["new"]
 
 
 def test_busy_database_is_reported_not_moved(db_path: Path, monkeypatch) -> None:

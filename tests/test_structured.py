@@ -260,6 +260,41 @@ def test_extract_json(reply, expected):
     assert extract_json(reply) == expected
 
 
+def test_a_reply_cut_short_is_an_incomplete_answer_not_its_first_inner_object():
+    @dataclass
+    class Item:
+        a: int
+
+    @dataclass
+    class Report:
+        title: str
+        items: list[Item]
+
+    full = json.dumps({"title": "t", "items": [{"a": i} for i in range(300)]})
+    half = full[: len(full) // 2].rstrip()
+    cut = "Here is the report:\n" + half  # the token limit hit mid-answer
+    assert extract_json(cut) == half
+    for result in (parse_json_answer(cut), parse_structured(cut, Report)):
+        assert result.value is None and not result.ok
+        [error] = result.errors
+        assert error.message.startswith("Not valid JSON: it is incomplete (unterminated")
+    cut_in_string = parse_json_answer('{"title": "half a sen')
+    assert "incomplete" in cut_in_string.errors[0].message
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("{ " * 20_000, "{ " * 19_999 + "{"),  # 40 KB of openers that never close
+        ("[" * 40_000, "[" * 40_000),  # deeper than the JSON parser can nest
+        ("[x] " * 10_000 + '{"a": 1}', '{"a": 1}'),  # many balanced non-JSON brackets first
+    ],
+)
+def test_extract_json_on_pathological_replies(reply, expected):
+    assert extract_json(reply) == expected
+    assert parse_json_answer(reply).ok is (expected == '{"a": 1}')
+
+
 # ---------------------------------------------------------------- parse_structured: dataclass
 
 GOOD = {
@@ -433,8 +468,18 @@ def test_json_answer_that_is_not_json():
         ("json_schema response format is not supported with this model", 422, True),
         ("Model prediction failed: unexpected keyword argument 'response_format'", 500, True),
         ("Model prediction failed: unexpected keyword argument 'response_format'", None, True),
-        ("This feature is not supported for this model", 400, True),
-        ("Extra inputs are not permitted", 422, True),
+        (
+            "Error code: 422 - {'detail': [{'type': 'extra_forbidden', 'loc': ['body', "
+            "'response_format'], 'msg': 'Extra inputs are not permitted'}]}",
+            422,
+            True,
+        ),
+        ("guided_json is not available for this runner", 400, True),
+        ("Structured output is unsupported by this model", 400, True),
+        # Saying something is not supported without naming the format is about something else.
+        ("This feature is not supported for this model", 400, False),
+        ("Extra inputs are not permitted", 422, False),
+        ("tool_choice 'required' is not supported", 400, False),
         ("This feature is not supported for this model", None, False),
         ("Invalid API key (response_format)", 401, False),
         ("Rate limit reached", 429, False),

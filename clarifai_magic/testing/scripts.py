@@ -303,28 +303,60 @@ def prompt_chars(request: dict[str, Any]) -> int:
 
 
 def example_value(schema: Any) -> Any:
-    """A plausible value for a JSON schema, so the offline server can call any declared tool."""
+    """A plausible value for a JSON schema, so the offline server can call any declared tool.
+
+    Local ``$ref`` s (``#/$defs/...``, ``#/definitions/...``) are resolved; a ref that cannot be,
+    or that would recurse forever, gives ``{}``.
+    """
+    return _example(schema, schema, frozenset())
+
+
+def _example(schema: Any, root: Any, seen: frozenset[str]) -> Any:
     if not isinstance(schema, dict):
         return None
-    if "enum" in schema:
-        return schema["enum"][0]
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        target = _resolve_ref(root, ref)
+        if target is None or ref in seen:
+            return {}
+        return _example(target, root, seen | {ref})
+    if "const" in schema:
+        return schema["const"]
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
     if "default" in schema:
         return schema["default"]
-    for key in ("anyOf", "oneOf"):
-        options = [o for o in schema.get(key, ()) if o.get("type") != "null"]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = [
+            o for o in schema.get(key, ()) if isinstance(o, dict) and o.get("type") != "null"
+        ]
         if options:
-            return example_value(options[0])
+            return _example(options[0], root, seen)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), None)
-    if kind == "object":
+    if kind == "object" or (kind is None and "properties" in schema):
         properties = schema.get("properties") or {}
         required = schema.get("required", list(properties))
-        return {name: example_value(properties[name]) for name in required if name in properties}
+        return {
+            name: _example(properties[name], root, seen) for name in required if name in properties
+        }
     if kind == "array":
-        return [example_value(schema.get("items", {}))]
+        return [_example(schema.get("items", {}), root, seen)]
     samples = {"string": "example", "integer": 1, "number": 1.5, "boolean": True}
     return samples.get(kind)
+
+
+def _resolve_ref(root: dict[str, Any], ref: str) -> dict[str, Any] | None:
+    """The schema a local JSON pointer ref (``#/...``) names inside ``root``, or None."""
+    if not ref.startswith("#"):
+        return None
+    node: Any = root
+    for token in filter(None, ref[1:].split("/")):
+        token = token.replace("~1", "/").replace("~0", "~")
+        node = node.get(token) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else None
 
 
 def echo_reply(request: dict[str, Any]) -> Script:
@@ -343,7 +375,16 @@ def echo_reply(request: dict[str, Any]) -> Script:
         arguments = json.dumps(example_value(function.get("parameters", {})) or {})
         return tool_calls([("call_offline_1", str(function.get("name")), arguments)])
     if last.get("role") == "tool":
-        results = [m for m in messages if m.get("role") == "tool"]
+        # Only the latest round: the tool messages after the last assistant turn calling tools.
+        start = max(
+            (
+                i
+                for i, m in enumerate(messages)
+                if m.get("role") == "assistant" and m.get("tool_calls")
+            ),
+            default=-1,
+        )
+        results = [m for m in messages[start + 1 :] if m.get("role") == "tool"]
         lines = "\n".join(
             f"- `{m.get('name', 'tool')}` returned: {m.get('content')}" for m in results
         )

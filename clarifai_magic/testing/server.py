@@ -61,12 +61,15 @@ class OfflineServer:
     Scripts given to :meth:`enqueue` answer ``POST .../chat/completions`` in FIFO order; when the
     queue is empty, ``responder(request_json)`` makes one. Chat and model requests need an
     ``Authorization: Bearer <token>`` header (or Clarifai's ``Key <token>``); with
-    ``require_token`` set, only that token is accepted.
+    ``require_token`` set, only that token is accepted. ``record=True`` (for tests) keeps every
+    request in :attr:`requests`; long-lived servers (the offline mode, the demo, the CLI) pass
+    ``record=False`` so memory does not grow with each image sent.
     """
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int = 0, host: str = "127.0.0.1", *, record: bool = True) -> None:
         self.host = host
         self.port = port
+        self.record = record
         self.models: list[str] = list(DEFAULT_MODELS)
         self.responder: Callable[[dict[str, Any]], Script] = echo_reply
         self.require_token: str | None = None
@@ -146,7 +149,7 @@ class OfflineServer:
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        """Every request received so far (a snapshot)."""
+        """Every request received so far (a snapshot); always empty with ``record=False``."""
         with self._lock:
             return list(self._requests)
 
@@ -169,6 +172,8 @@ class OfflineServer:
 
     # -- used by the handler ---------------------------------------------------------------
     def _record(self, request: RecordedRequest) -> None:
+        if not self.record:
+            return
         with self._lock:
             self._requests.append(request)
 
@@ -243,7 +248,11 @@ class _Handler(BaseHTTPRequestHandler):
     # -- request ---------------------------------------------------------------------------
     def _dispatch(self) -> None:
         owner = self.server.owner
-        body = self._read_body()
+        try:
+            body = self._read_body()
+        except ValueError:  # a bad Content-Length or chunk size: the body's end is unknown
+            self._send_error(400, "Malformed request body framing (offline test server).", True)
+            return
         try:
             parsed = json.loads(body) if body else None
         except ValueError:
@@ -270,17 +279,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(404, f"No route for {self.command} {path} (offline test server).")
 
     def _read_body(self) -> bytes:
+        """The request body; ValueError when its framing cannot be parsed."""
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             parts = []
             while True:
-                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                size = _body_size(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
                 if size == 0:
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass  # trailers
                     return b"".join(parts)
                 parts.append(self.rfile.read(size))
                 self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
+        length = _body_size(self.headers.get("Content-Length") or "0")
         return self.rfile.read(length) if length > 0 else b""
 
     def _authorized(self, headers: dict[str, str]) -> bool:
@@ -366,11 +376,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         _shutdown_socket(self.connection)
 
-    def _send_error(self, status: int, message: str) -> None:
+    def _send_error(self, status: int, message: str, close: bool = False) -> None:
         error_type = "authentication_error" if status == 401 else "invalid_request_error"
         if status == 404:
             error_type = "not_found_error"
-        self._send_json(status, {"error": {"message": message, "type": error_type, "code": status}})
+        payload = {"error": {"message": message, "type": error_type, "code": status}}
+        # "Connection: close" also makes the handler close the connection after the reply.
+        self._send_body(status, payload, {"Connection": "close"} if close else {})
 
     def _send_json(self, status: int, payload: Any) -> None:
         self._send_body(status, payload, {})
@@ -512,6 +524,14 @@ def _model(model_id: str) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": 0, "owned_by": owner}
 
 
+def _body_size(value: bytes | str, base: int = 10) -> int:
+    """A Content-Length or chunk size; ValueError unless it is a non-negative integer."""
+    size = int(value, base)
+    if size < 0:
+        raise ValueError(f"negative body size {size}")
+    return size
+
+
 def _shutdown_socket(conn: socket.socket) -> None:
     with contextlib.suppress(OSError):  # already closed by the peer or by the handler
         conn.shutdown(socket.SHUT_RDWR)
@@ -527,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--token", default=None, help="accept only this PAT (default: any)")
     args = parser.parse_args(argv)
-    server = OfflineServer(port=args.port, host=args.host)
+    server = OfflineServer(port=args.port, host=args.host, record=False)
     server.require_token = args.token
     try:
         server.start()
@@ -539,7 +559,9 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     try:
-        threading.Event().wait()
+        while True:
+            # A sleep loop, not Event().wait(): on Windows only a sleep wakes for Ctrl-C.
+            time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:

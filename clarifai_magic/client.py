@@ -1,13 +1,15 @@
 """The ``openai`` client pointed at Clarifai, and faults turned into clear messages.
 
 ``openai`` is imported here lazily, on the first request, so that ``%load_ext clarifai_magic``
-stays cheap. Retries of 429 and 5xx (honouring ``Retry-After``) are left to the client's own
-retry loop, which already does exponential backoff with jitter.
+stays cheap. The client is built without retries of its own: :func:`retry_delay` decides them
+(429, 5xx and connection failures, honouring ``Retry-After``, with exponential backoff and
+jitter like the client's own loop), so the engine can tell the user while it waits.
 """
 
 from __future__ import annotations
 
 import json
+import random
 from typing import TYPE_CHECKING, Any
 
 from .config import Credentials, redact
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
     import openai
 
 DEFAULT_MAX_RETRIES = 3
+MAX_RETRY_AFTER = 60.0  # a server asking for a longer wait is reported, not waited on
 DEFAULT_TIMEOUT = 600.0
 USER_AGENT = "clarifai-magic"
 
@@ -28,21 +31,57 @@ class ModelStreamError(Exception):
         self.message = message
 
 
-def make_client(
-    credentials: Credentials,
-    *,
-    max_retries: int = DEFAULT_MAX_RETRIES,
-    timeout: float = DEFAULT_TIMEOUT,
-) -> openai.OpenAI:
+def make_client(credentials: Credentials, *, timeout: float = DEFAULT_TIMEOUT) -> openai.OpenAI:
     import openai
 
     return openai.OpenAI(
         base_url=credentials.base_url,
         api_key=credentials.pat.reveal(),
-        max_retries=max_retries,
+        max_retries=0,  # see retry_delay
         timeout=timeout,
         default_headers={"X-Clarifai-Client": USER_AGENT},
     )
+
+
+def retry_delay(exc: BaseException, attempt: int) -> float | None:
+    """Seconds to wait before trying a failed request again, or None if it is not worth it.
+
+    Worth it: rate limits (429), timeouts and conflicts (408, 409), server errors (5xx) and
+    failures to connect. ``Retry-After`` (or ``retry-after-ms``) is honoured up to a minute;
+    otherwise the wait doubles from half a second, capped at 8 s, less up to 25% jitter.
+    """
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code not in (408, 409, 429) and exc.status_code < 500:
+            return None
+        asked = _retry_after(exc.response.headers)
+        if asked is not None:
+            return asked if 0 <= asked <= MAX_RETRY_AFTER else None
+    elif not isinstance(exc, openai.APIConnectionError):
+        return None
+    return min(0.5 * 2**attempt, 8.0) * (1 - 0.25 * random.random())
+
+
+def _retry_after(headers: Any) -> float | None:
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is not None:
+            try:
+                return float(value) / scale
+            except ValueError:
+                return None  # an HTTP date: rare for APIs, and backoff is a fine answer
+    return None
+
+
+def retry_reason(exc: BaseException) -> str:
+    """A few words for the user while a retry is pending."""
+    status = getattr(exc, "status_code", None)
+    if status == 429:
+        return "Clarifai is rate-limiting requests (HTTP 429)"
+    if status:
+        return f"Clarifai answered HTTP {status}"
+    return "Could not reach Clarifai"
 
 
 def _server_detail(exc: BaseException) -> str:

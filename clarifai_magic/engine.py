@@ -17,7 +17,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .client import ModelStreamError, completion_kwargs, explain_error, status_of
+from .client import (
+    DEFAULT_MAX_RETRIES,
+    ModelStreamError,
+    completion_kwargs,
+    explain_error,
+    retry_delay,
+    retry_reason,
+    status_of,
+)
 from .config import Credentials
 from .stream import StreamAccumulator, ToolCall, Usage
 from .structured import rejects_response_format
@@ -39,6 +47,7 @@ class TurnOptions:
     max_tokens: int | None = None
     tools: Mapping[str, Tool] = field(default_factory=dict)
     max_rounds: int = DEFAULT_MAX_ROUNDS
+    max_retries: int = DEFAULT_MAX_RETRIES
     tool_streaming: bool = True
     response_format: dict[str, Any] | None = None
     # Appended as a system message if the server rejects ``response_format``.
@@ -69,6 +78,7 @@ class Transcript:
     status: str = "streaming"  # streaming | running tools | done | interrupted | error
     error: str | None = None
     notices: list[str] = field(default_factory=list)
+    waiting: str | None = None  # e.g. "rate-limited, retrying in 4 s", while it lasts
 
     @property
     def answer(self) -> str:
@@ -295,10 +305,10 @@ class _Turn:
         )
         accumulator = round_.stream
         if not stream:
-            accumulator.feed_completion(self.client.chat.completions.create(**kwargs))
+            accumulator.feed_completion(self._create(kwargs))
             self.view.show(self.transcript)
             return
-        response = self.client.chat.completions.create(**kwargs)
+        response = self._create(kwargs)
         checkpoint_at = time.monotonic() + CHECKPOINT_SECONDS
         try:
             for chunk in response:
@@ -314,6 +324,34 @@ class _Turn:
         finally:
             response.close()
             accumulator.finish()
+
+    def _create(self, kwargs: dict[str, Any]) -> Any:
+        """Send the request, retrying what is worth retrying and saying so while it waits."""
+        attempt = 0
+        while True:
+            try:
+                return self.client.chat.completions.create(**kwargs)
+            except Exception as exc:
+                delay = retry_delay(exc, attempt) if attempt < self.options.max_retries else None
+                if delay is None:
+                    raise
+                attempt += 1
+                self.transcript.waiting = (
+                    f"{retry_reason(exc)}; trying again in {delay:.0f} s "
+                    f"({attempt} of {self.options.max_retries})."
+                )
+                self.view.show(self.transcript, force=True)
+                self._sleep(delay)
+                self.transcript.waiting = None
+
+    def _sleep(self, seconds: float) -> None:
+        # Short naps, so the widget's Stop (cancel) is noticed; the kernel's interrupt
+        # arrives as KeyboardInterrupt during any of them.
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.cancel is not None and self.cancel.is_set():
+                raise TurnInterrupted
+            time.sleep(min(left, 0.1))
 
     def _run_tools(self, round_: Round, calls: list[ToolCall]) -> None:
         self.transcript.status = "running tools"

@@ -154,6 +154,8 @@ def transcript_markdown(transcript: Transcript, *, final: bool, fmt: str = "mark
         parts.extend(_round_markdown(round_, final, fmt))
     if transcript.status == "running tools":
         parts.append("*Running tools…*")
+    if transcript.waiting:
+        parts.append(f"> ⏳ {transcript.waiting}")
     for notice in transcript.notices:
         parts.append(f"> ℹ️ {notice}")
     if transcript.status == "interrupted":
@@ -207,6 +209,7 @@ class TerminalView:
         self.budget = FrameBudget(TERMINAL_INTERVAL)
         self._printed: dict[tuple[int, str], int] = {}
         self._tools_shown: set[tuple[int, int, bool]] = set()
+        self._waiting_shown: str | None = None
 
     def _write_new(self, key: tuple[int, str], text: str, prefix: str = "") -> None:
         done = self._printed.get(key, 0)
@@ -219,6 +222,9 @@ class TerminalView:
     def show(self, transcript: Transcript, final: bool = False, force: bool = False) -> None:
         if not (final or force or self.budget.ready()):
             return
+        if transcript.waiting and transcript.waiting != self._waiting_shown:
+            self.out.write(f"[waiting] {transcript.waiting}\n")
+        self._waiting_shown = transcript.waiting
         for number, round_ in enumerate(transcript.rounds):
             self._write_new((number, "reasoning"), round_.stream.reasoning, "[thinking] ")
             if (

@@ -93,7 +93,7 @@ class Session:
         # A digest, so the session object never holds the PAT in plain text beside the client.
         key = (creds.base_url, hashlib.sha256(creds.pat.reveal().encode()).hexdigest())
         if self._client is None or self._client[0] != key:
-            self._client = (key, make_client(creds, max_retries=self.settings.max_retries))
+            self._client = (key, make_client(creds))
         return self._client[1]
 
     @property
@@ -200,6 +200,7 @@ class Session:
             max_tokens=ask.max_tokens,
             tools=ask.tools,
             max_rounds=ask.max_rounds,
+            max_retries=self.settings.max_retries,
             tool_streaming=caps.tool_streaming if caps else True,
             response_format=ask.response_format,
             response_format_fallback=ask.response_format_fallback,

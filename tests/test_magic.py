@@ -257,6 +257,16 @@ def test_429_is_retried_honouring_retry_after_then_succeeds(
     assert out.outputs[-1].data["text/plain"] == "finally"
 
 
+def test_a_pending_retry_is_shown_while_it_waits(shell: Any, server: OfflineServer) -> None:
+    server.enqueue(http_error(429, headers={"Retry-After": "1"}), text("made it"))
+    out = run(shell, "%%clarifai\nHello")
+    shown = [o.data["text/markdown"] for o in out.outputs]
+    assert any(
+        "rate-limiting requests (HTTP 429); trying again in 1 s (1 of 3)" in m for m in shown
+    )
+    assert "trying again" not in shown[-1] and shown[-1].startswith("made it")
+
+
 def test_429_gives_up_clearly(shell: Any, server: OfflineServer) -> None:
     server.enqueue(*[http_error(429, headers={"Retry-After": "0.01"}) for _ in range(4)])
     out = run(shell, "%%clarifai\nHello")

@@ -128,6 +128,14 @@ def split_line_prompt(line: str) -> tuple[list[str], str]:
     return _split(" ".join(options)), rest
 
 
+class CellFailed(Exception):
+    """Fails the cell with one clear paragraph: IPython shows what ``_render_traceback_``
+    returns in place of a traceback."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [str(self)]
+
+
 def _no_args(words: list[str]) -> bool:
     return not words
 
@@ -236,7 +244,7 @@ class ClarifaiMagics(Magics):
             args = CELL_PARSER.parse_args(argv)
             self._ask(args, prompt)
         except (SessionError, ModelNameError, StoreError) as exc:
-            self._say_error(str(exc))
+            raise CellFailed(str(exc)) from None
         finally:
             notice = self.session.pop_store_notice()
             if notice:
@@ -277,6 +285,12 @@ class ClarifaiMagics(Magics):
             ask.response_format_fallback = instruction_for(schema)
         fmt = "json" if schema is not None else args.format
         transcript = self.session.ask(ask, lambda: self._view(fmt), confirm=self._confirm)
+        # The cell fails (so Run All and papermill stop) with one line under the answer,
+        # which already holds the full explanation and whatever streamed.
+        if transcript.status == "interrupted":
+            raise CellFailed("Interrupted: the partial answer above is kept.")
+        if transcript.status == "error":
+            raise CellFailed("The answer above is incomplete: see the message at its end.")
         self._after(args, transcript, schema)
 
     def _content(self, prompt: str, images: list[str], model: str | None) -> Any:
@@ -331,22 +345,20 @@ class ClarifaiMagics(Magics):
             parsed = parse_structured(answer, schema) if schema else parse_json_answer(answer)
             if parsed.errors:
                 kept = f" {args.out!r} was not set." if args.out else ""
-                self._say_error(
+                raise CellFailed(
                     "The answer did not validate"
                     + (f" against {schema.__name__}" if schema else " as JSON")
                     + f"; the raw text is kept above.{kept} Fields that failed:\n"
                     + parsed.describe_errors()
                 )
-                return
             value = parsed.value
         elif args.format == "code":
             value = extract_code(answer)
             if value is None:
-                self._say_error(
+                raise CellFailed(
                     "The answer has no code block and is not valid Python, so no cell was "
                     "added; the answer is kept above."
                 )
-                return
             self.shell.set_next_input(value, replace=False)
         if args.out:
             self.shell.user_ns[args.out] = value

@@ -209,8 +209,9 @@ def test_no_pat_says_how_to_set_it(
 ) -> None:
     monkeypatch.delenv("CLARIFAI_PAT")
     out = run(shell, "%%clarifai\nHello")
-    assert "CLARIFAI_PAT" in out.stderr and "%clarifai login" in out.stderr
-    assert "Traceback" not in out.stderr
+    assert not out.result.success
+    assert "CLARIFAI_PAT" in out.stdout and "%clarifai login" in out.stdout
+    assert "Traceback" not in out.stdout + out.stderr
     assert not server.chat_requests
 
 

@@ -308,7 +308,9 @@ def test_max_rounds_stops_the_loop_with_a_clear_message(shell: Any, server: Offl
         *[tool_calls([(f"call_{n}", "again", json.dumps({"n": n}))]) for n in range(3)],
         text("never requested"),
     )
-    out = ask(shell, "%%clarifai --tools again --max-rounds 2\nCount forever.")
+    out = run(shell, "%%clarifai --tools again --max-rounds 2\nCount forever.")
+    assert not out.result.success  # the cell fails, so a Run All stops here
+    assert "The answer above is incomplete" in out.stdout and "Traceback" not in out.stdout
     # Two rounds of tools run; the third request's calls are not run (nobody would read them).
     assert len(server.chat_requests) == 3
     assert server.pending == 1
@@ -329,7 +331,7 @@ def test_after_max_rounds_the_next_question_sends_only_real_messages(
         tool_calls([("call_2", "again", '{"n": 2}')]),
         text("Fine, I stop."),
     )
-    ask(shell, "%%clarifai --tools again --max-rounds 2\nCount forever.")
+    run(shell, "%%clarifai --tools again --max-rounds 2\nCount forever.")
     ask(shell, "%%clarifai\nStop counting.")
     assert server.chat_requests[-1].json["messages"] == [
         user("Count forever."),

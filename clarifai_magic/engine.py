@@ -216,6 +216,7 @@ class _Turn:
         self.cancel = cancel
         self.response_format = options.response_format
         self.transcript = Transcript(model=options.model)
+        self.view_failure: Exception | None = None
 
     def run(self, credentials: Credentials | None) -> Transcript:
         transcript = self.transcript
@@ -241,7 +242,9 @@ class _Turn:
         transcript.ended = time.monotonic()
         if final:
             self.save(final, transcript.partial, transcript.usage)
-        self.view.show(transcript, final=True)
+        self._draw(final=True)
+        if self.view_failure is not None:
+            raise self.view_failure  # a bug in the view: surface it, now that all is saved
         return transcript
 
     def _rounds(self) -> list[dict[str, Any]]:
@@ -306,7 +309,7 @@ class _Turn:
         accumulator = round_.stream
         if not stream:
             accumulator.feed_completion(self._create(kwargs))
-            self.view.show(self.transcript)
+            self._draw()
             return
         response = self._create(kwargs)
         checkpoint_at = time.monotonic() + CHECKPOINT_SECONDS
@@ -317,13 +320,22 @@ class _Turn:
                     raise ModelStreamError(accumulator.error)
                 if self.cancel is not None and self.cancel.is_set():
                     raise TurnInterrupted
-                self.view.show(self.transcript)
+                self._draw()
                 if time.monotonic() >= checkpoint_at and accumulator.text:
                     checkpoint_at = time.monotonic() + CHECKPOINT_SECONDS
                     self.save([{"role": "assistant", "content": accumulator.text}], True, None)
         finally:
             response.close()
             accumulator.finish()
+
+    def _draw(self, final: bool = False, force: bool = False) -> None:
+        """Show the transcript; a failing view must not cost the stream or the store write."""
+        if self.view_failure is not None:
+            return
+        try:
+            self.view.show(self.transcript, final=final, force=force)
+        except Exception as exc:
+            self.view_failure = exc
 
     def _create(self, kwargs: dict[str, Any]) -> Any:
         """Send the request, retrying what is worth retrying and saying so while it waits."""
@@ -340,7 +352,7 @@ class _Turn:
                     f"{retry_reason(exc)}; trying again in {delay:.0f} s "
                     f"({attempt} of {self.options.max_retries})."
                 )
-                self.view.show(self.transcript, force=True)
+                self._draw(force=True)
                 self._sleep(delay)
                 self.transcript.waiting = None
 
@@ -356,7 +368,7 @@ class _Turn:
     def _run_tools(self, round_: Round, calls: list[ToolCall]) -> None:
         self.transcript.status = "running tools"
         round_.tools = [ToolActivity(call) for call in calls]
-        self.view.show(self.transcript, force=True)
+        self._draw(force=True)
         outcomes = self._tool_runner().run_calls(calls, self.options.tools, confirm=self.confirm)
         for activity, outcome in zip(round_.tools, outcomes, strict=True):
             activity.outcome = outcome
@@ -364,7 +376,7 @@ class _Turn:
         self.sent.extend(new)
         self.save(new, False, None)
         round_.saved = True
-        self.view.show(self.transcript, force=True)
+        self._draw(force=True)
 
     def _tool_runner(self) -> ToolRunner:
         if self.runner is None:

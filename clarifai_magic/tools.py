@@ -337,6 +337,15 @@ def _result_text(value: Any) -> str:
             text = text[0]
         if isinstance(text, str):
             return text
+    to_markdown = getattr(value, "to_markdown", None)
+    if callable(to_markdown) and not isinstance(value, type):
+        # pandas DataFrame/Series: a Markdown table when `tabulate` is installed, else repr.
+        try:
+            text = to_markdown()
+        except Exception:
+            text = None
+        if isinstance(text, str):
+            return text
     if _jsonish(value):
         try:
             return json.dumps(value, default=_json_or_repr, ensure_ascii=False)
@@ -349,7 +358,8 @@ def serialize_result(value: Any, max_chars: int = 20_000) -> str:
     """A tool's return value as the text the model receives.
 
     Strings go as they are; ``None`` becomes ``"null"`` (JSON for "no value", and never an empty
-    message, which some providers reject); objects with ``_repr_markdown_`` give that markdown;
+    message, which some providers reject); objects with ``_repr_markdown_`` give that markdown,
+    and so do pandas objects (``to_markdown``, when ``tabulate`` is installed);
     dicts, lists, numbers, dataclasses, pydantic models, enums and dates become JSON; anything
     else its ``repr()``. Text past ``max_chars`` is cut and marked with how much was dropped.
     """

@@ -992,3 +992,12 @@ def test_importing_tools_and_structured_loads_neither_ipython_nor_pydantic():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_dataframe_result_reaches_the_model_as_a_markdown_table():
+    import pandas as pd
+
+    frame = pd.DataFrame({"city": ["Paris", "Lyon"], "temp": [18, 21]})
+    text = serialize_result(frame)
+    assert text.splitlines()[0].replace(" ", "") == "||city|temp|"
+    assert "Paris" in text and "21" in text

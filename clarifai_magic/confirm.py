@@ -42,10 +42,22 @@ def buttons_can_work(shell: Any) -> bool:
 
 
 class ButtonConfirm:
-    """Shows [Run] [Skip] under the question and waits for a click in the cell's own thread."""
+    """Shows [Run] [Skip] under the question and waits for a click.
 
-    def __init__(self, timeout: float = BUTTON_TIMEOUT) -> None:
+    ``place`` puts the buttons on screen: by default they are displayed in the running cell;
+    the chat panel passes its own, and waits on its worker thread while the notebook is idle.
+    ``cancel`` (the panel's Stop) ends the wait as a refusal.
+    """
+
+    def __init__(
+        self,
+        timeout: float = BUTTON_TIMEOUT,
+        place: Callable[[Any], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
         self.timeout = timeout
+        self.place = place
+        self.cancel = cancel
 
     def __call__(self, tool: Any, arguments: dict[str, Any]) -> bool:
         import ipywidgets as widgets
@@ -68,14 +80,14 @@ class ButtonConfirm:
         run.on_click(pick(True))
         skip.on_click(pick(False))
         box = widgets.HBox([label, run, skip])
-        display(box)
+        (self.place or display)(box)
         _let_clicks_use_their_subshell(run, skip)
         try:
             # Short waits keep the main thread responsive to the stop button.
             waited = 0.0
             while not decided.wait(0.1):
                 waited += 0.1
-                if waited >= self.timeout:
+                if waited >= self.timeout or (self.cancel is not None and self.cancel.is_set()):
                     break
         finally:
             run.disabled = skip.disabled = True

@@ -144,6 +144,11 @@ def _one_name(words: list[str]) -> bool:
     return len(words) <= 1
 
 
+def _name_then_options(words: list[str]) -> bool:
+    # `chat`, `chat NAME`, `chat -m X`, `chat NAME --tools f`; not `chat about the weather`.
+    return len(words) <= 1 or any(w.startswith("-") for w in words[:2])
+
+
 def _check_out_name(name: str | None, user_ns: dict[str, Any]) -> None:
     """--out must name a plain variable the user can read back, not IPython's own."""
     if name is None:
@@ -211,6 +216,7 @@ class ClarifaiMagics(Magics):
             "chats": (self.cmd_chats, _no_args),
             "fork": (self.cmd_fork, lambda w: 1 <= len(w) <= 3),
             "usage": (self.cmd_usage, _no_args),
+            "chat": (self.cmd_chat, _name_then_options),
         }
 
     def _notebook_key(self) -> str:
@@ -582,6 +588,23 @@ class ClarifaiMagics(Magics):
         except ValueError as exc:  # the name is taken or empty; the store says which
             raise UsageError(str(exc)) from None
         print(f"Forked {args.source!r} into {args.new!r}; use --chat {args.new} to continue it.")
+
+    def cmd_chat(self, rest: str) -> None:
+        """[NAME] [-m MODEL] [--tools f,g]: a chat panel on a conversation of this notebook."""
+        from .widget import ChatPanel
+
+        parser = _subparser("chat", "Open a chat panel.")
+        parser.add_argument("name", nargs="?", default=MAIN_CHAT)
+        parser.add_argument("-m", "--model")
+        parser.add_argument("--tools", default="")
+        args = parser.parse_args(_split(rest))
+        if args.model:
+            self.session.resolve_model(args.model)  # an unknown model fails here, not later
+        self._tools(args.tools)  # likewise undefined tools
+        panel = ChatPanel(
+            self.session, chat=args.name, model=args.model, tools=lambda: self._tools(args.tools)
+        )
+        display(panel.widget)
 
     def cmd_usage(self, rest: str) -> None:
         """Tokens used per conversation and model."""

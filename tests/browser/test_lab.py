@@ -84,3 +84,38 @@ def test_confirm_tool_waits_for_a_click_in_the_notebook(
     assert len(requests) == 2
     tool_messages = [m for m in requests[1].json["messages"] if m["role"] == "tool"]
     assert [(m["tool_call_id"], m["content"]) for m in tool_messages] == [("call_1", tool_result)]
+
+
+def test_chat_panel_streams_an_answer_and_stops_on_request(
+    lab: Lab, page: Page, server: OfflineServer
+) -> None:
+    nb = lab.open(page, "panel", ["%load_ext clarifai_magic", "%clarifai chat"])
+    nb.run_all()
+    nb.wait_done(1)
+    panel = nb.output(1).locator(".clarifai-chat")
+    expect(panel).to_contain_text("conversation main")
+
+    server.enqueue(text("## Panel\n\nThe **answer** streamed.", chunk_size=2, delay=0.02))
+    panel.locator("textarea").fill("What is this?")
+    panel.locator("button", has_text="Send").click()
+    answer = panel.locator(".clarifai-chat-assistant").last
+    expect(answer.locator("h2", has_text="Panel")).to_be_visible(timeout=15_000)
+    expect(answer.locator("strong", has_text="answer")).to_be_visible()
+    expect(answer).to_contain_text("gpt-4o", timeout=15_000)  # the footer: the turn ended
+    assert nb.prompt(1) != "[*]:", "the notebook stays free while the panel works"
+    if shot := os.environ.get("CLARIFAI_PANEL_SCREENSHOT"):
+        page.screenshot(path=shot)
+
+    server.enqueue(text("tick " * 400, chunk_size=5, delay=0.05))
+    panel.locator("textarea").fill("Count slowly")
+    panel.locator("button", has_text="Send").click()
+    expect(panel.locator(".clarifai-chat-assistant").last).to_contain_text("tick", timeout=15_000)
+    panel.locator("button", has_text="Stop").click()
+    expect(panel.locator(".clarifai-chat-assistant").last).to_contain_text(
+        "Interrupted", timeout=5_000
+    )
+    assert [m["content"] for m in server.chat_requests[-1].json["messages"]] == [
+        "What is this?",
+        "## Panel\n\nThe **answer** streamed.",
+        "Count slowly",
+    ]

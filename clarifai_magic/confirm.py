@@ -9,14 +9,13 @@ the stop button ends it.
 
 from __future__ import annotations
 
+import html
 import json
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 BUTTON_TIMEOUT = 300.0
-
-ConfirmCallback = Callable[[Any, dict[str, Any]], bool]
 
 
 def _question(tool: Any, arguments: Mapping[str, Any]) -> str:
@@ -122,6 +121,4 @@ def _let_clicks_use_their_subshell(*buttons: Any) -> None:
 
 
 def _escape(text: str) -> str:
-    import html
-
     return html.escape(text)

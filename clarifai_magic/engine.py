@@ -2,10 +2,10 @@
 
 The engine knows nothing about notebooks. It fills a :class:`Transcript` as chunks arrive and
 asks its view to show it (the view decides how often to draw); it hands the messages a turn
-produced to ``on_messages`` at clear points (after each completed tool round, and once at the
-end, marked partial if the turn was interrupted or failed). A kernel interrupt arrives as
-``KeyboardInterrupt`` where the stream is read; the engine closes the HTTP response and keeps the
-partial answer.
+produced to ``on_messages`` at clear points: a partial checkpoint of the answer every second
+while it streams, each completed tool round, and once at the end (marked partial if the turn
+was interrupted or failed). A kernel interrupt arrives as ``KeyboardInterrupt`` where the stream
+is read; the engine closes the HTTP response and keeps the partial answer.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from .client import (
     ModelStreamError,
     completion_kwargs,
     explain_error,
+    rejects_response_format,
     retry_delay,
     retry_reason,
     status_of,
 )
 from .config import Credentials
 from .stream import StreamAccumulator, ToolCall, Usage
-from .structured import rejects_response_format
 
 if TYPE_CHECKING:
     import openai
@@ -179,7 +179,7 @@ def run_turn(
     view: TurnView,
     *,
     credentials: Credentials | None = None,
-    runner: ToolRunner | None = None,
+    runner: ToolRunner,
     confirm: ConfirmCallback | None = None,
     on_messages: MessagesCallback | None = None,
     cancel: threading.Event | None = None,
@@ -201,7 +201,7 @@ class _Turn:
         sent: list[dict[str, Any]],
         options: TurnOptions,
         view: TurnView,
-        runner: ToolRunner | None,
+        runner: ToolRunner,
         confirm: ConfirmCallback | None,
         on_messages: MessagesCallback | None,
         cancel: threading.Event | None,
@@ -369,7 +369,7 @@ class _Turn:
         self.transcript.status = "running tools"
         round_.tools = [ToolActivity(call) for call in calls]
         self._draw(force=True)
-        outcomes = self._tool_runner().run_calls(calls, self.options.tools, confirm=self.confirm)
+        outcomes = self.runner.run_calls(calls, self.options.tools, confirm=self.confirm)
         for activity, outcome in zip(round_.tools, outcomes, strict=True):
             activity.outcome = outcome
         new = [_assistant_message(round_), *_tool_messages(round_)]
@@ -377,10 +377,3 @@ class _Turn:
         self.save(new, False, None)
         round_.saved = True
         self._draw(force=True)
-
-    def _tool_runner(self) -> ToolRunner:
-        if self.runner is None:
-            from .tools import ToolRunner
-
-            self.runner = ToolRunner()  # the caller passes its own to keep one loop per session
-        return self.runner

@@ -25,6 +25,7 @@ from traitlets import Dict, Enum, Int, Unicode
 
 from .config import Secret
 from .engine import DEFAULT_MAX_ROUNDS, Transcript
+from .media import DEFAULT_MAX_SIDE
 from .models import (
     ModelNameError,
     capabilities,
@@ -59,14 +60,21 @@ def _number(kind: type, low: float, high: float | None = None) -> Callable[[str]
     return parse
 
 
-def _cell_parser() -> MagicArgumentParser:
+def _cell_parser() -> tuple[MagicArgumentParser, frozenset[str]]:
+    """The options of ``%%clarifai``, and which of them take a value."""
     parser = MagicArgumentParser(
         prog="%%clarifai",
         description="Ask a Clarifai-hosted model; the cell body is the prompt.",
         formatter_class=argparse.HelpFormatter,
         add_help=False,
     )
-    add = parser.add_argument
+    takes_value: set[str] = set()
+
+    def add(*flags: str, **kwargs: Any) -> None:
+        parser.add_argument(*flags, **kwargs)
+        if kwargs.get("action") != "store_true":
+            takes_value.update(flags)
+
     add("-m", "--model", help="Model: Clarifai URL, USER/APP/models/MODEL, id or alias.")
     add("-s", "--system", help="System prompt (kept with the conversation).")
     add("-t", "--temperature", type=_number(float, 0, 2), help="Sampling temperature (0-2).")
@@ -86,10 +94,10 @@ def _cell_parser() -> MagicArgumentParser:
     add("--no-history", action="store_true", help="A one-off question outside any conversation.")
     add("--image", action="append", default=[], help="Image to send (repeatable).")
     add("--schema", help="Pydantic model or dataclass the answer must follow.")
-    return parser
+    return parser, frozenset(takes_value)
 
 
-CELL_PARSER = _cell_parser()
+CELL_PARSER, VALUE_OPTIONS = _cell_parser()
 
 
 def _split(line: str) -> list[str]:
@@ -108,9 +116,6 @@ def split_line_prompt(line: str) -> tuple[list[str], str]:
     options: list[str] = []
     rest = line.strip()
     token = re.compile(r"(\"[^\"]*\"|'[^']*'|\S+)\s*")
-    takes_value = {
-        opt for action in CELL_PARSER._actions if action.nargs != 0 for opt in action.option_strings
-    }
     while rest.startswith("-"):
         match = token.match(rest)
         assert match is not None
@@ -119,7 +124,7 @@ def split_line_prompt(line: str) -> tuple[list[str], str]:
         if word == "--":
             break
         options.append(word)
-        if word in takes_value:
+        if word in VALUE_OPTIONS:
             value = token.match(rest)
             if value is None:
                 raise UsageError(f"Option {word} needs a value.")
@@ -149,7 +154,7 @@ def _name_then_options(words: list[str]) -> bool:
     return len(words) <= 1 or any(w.startswith("-") for w in words[:2])
 
 
-def _check_out_name(name: str | None, user_ns: dict[str, Any]) -> None:
+def _check_out_name(name: str | None) -> None:
     """--out must name a plain variable the user can read back, not IPython's own."""
     if name is None:
         return
@@ -188,9 +193,9 @@ class ClarifaiMagics(Magics):
         help="How confirm=True tools ask: buttons where the frontend delivers clicks during a "
         "running cell (JupyterLab >= 4.4), else a text prompt.",
     ).tag(config=True)
-    image_max_side = Int(1568, help="Images larger than this (pixels) are downscaled.").tag(
-        config=True
-    )
+    image_max_side = Int(
+        DEFAULT_MAX_SIDE, help="Images larger than this (pixels) are downscaled."
+    ).tag(config=True)
 
     def __init__(self, shell: Any, session: Session | None = None) -> None:
         super().__init__(shell)
@@ -254,9 +259,9 @@ class ClarifaiMagics(Magics):
         finally:
             notice = self.session.pop_store_notice()
             if notice:
-                self._say_error(notice)
+                self._warn(notice)
 
-    def _say_error(self, message: str) -> None:
+    def _warn(self, message: str) -> None:
         print(message, file=sys.stderr)
 
     def _ask(self, args: Any, prompt: str) -> None:
@@ -266,7 +271,7 @@ class ClarifaiMagics(Magics):
                 "The prompt is empty: write the question after %clarifai, or in the cell "
                 "under %%clarifai. `%clarifai help` lists the options and commands."
             )
-        _check_out_name(args.out, self.shell.user_ns)
+        _check_out_name(args.out)
         if not args.chat.strip():
             raise UsageError("--chat needs a name, e.g. --chat analysis.")
         if not args.no_interpolate:
@@ -307,7 +312,7 @@ class ClarifaiMagics(Magics):
         resolved = self.session.resolve_model(model)
         caps = capabilities(resolved)
         if caps is not None and not caps.image_input:
-            self._say_error(
+            self._warn(
                 f"Warning: Clarifai lists {short_path(resolved)} as text-only, so it will probably "
                 "ignore or reject the images. Pick a model with image input (see "
                 "`%clarifai models`) if the answer needs them."
@@ -342,7 +347,7 @@ class ClarifaiMagics(Magics):
 
     def _after(self, args: Any, transcript: Transcript, schema: type | None) -> None:
         answer = transcript.answer
-        if transcript.partial or not answer:
+        if not answer:
             return
         value: Any = answer
         if schema is not None or args.format == "json":
@@ -421,7 +426,7 @@ class ClarifaiMagics(Magics):
         """Paste a Clarifai PAT for this session (not echoed, not saved)."""
         pat = getpass.getpass("Clarifai PAT: ").strip()
         if not pat:
-            self._say_error("No PAT entered; nothing changed.")
+            self._warn("No PAT entered; nothing changed.")
             return
         self.session.login_pat = Secret(pat)
         print(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 CLARIFAI_WEB = "https://clarifai.com/"
 DEFAULT_MODEL = "openai/chat-completion/models/gpt-4o"
@@ -34,35 +35,37 @@ _NO_IMAGES = Capabilities(False, True, True)
 _NO_TOOLS = Capabilities(True, False, False)
 
 # Clarifai's published capability list (for the Vercel AI SDK), keyed by short path.
-CAPABILITIES: dict[str, Capabilities] = {
-    "deepseek-ai/deepseek-chat/models/DeepSeek-R1-0528-Qwen3-8B": _ALL,
-    "meta/Llama-3/models/Llama-3_2-3B-Instruct": _ALL,
-    "anthropic/completion/models/claude-sonnet-4": _ALL,
-    "anthropic/completion/models/claude-opus-4": _ALL,
-    "anthropic/completion/models/claude-3_5-haiku": _ALL,
-    "qwen/qwenLM/models/Qwen3-14B": _ALL,
-    "qwen/qwenLM/models/Qwen3-30B-A3B-GGUF": _ALL,
-    "qwen/qwenLM/models/QwQ-32B-AWQ": _ALL,
-    "mistralai/completion/models/Devstral-Small-2505_gguf-4bit": _ALL,
-    "openai/chat-completion/models/gpt-4o": _ALL,
-    "openai/chat-completion/models/gpt-4_1": _ALL,
-    "openai/chat-completion/models/o4-mini": _ALL,
-    "openai/chat-completion/models/o3": _ALL,
-    "gcp/generate/models/gemini-2_5-flash": _ALL,
-    "gcp/generate/models/gemini-2_0-flash": _ALL,
-    "gcp/generate/models/gemini-2_0-flash-lite": _ALL,
-    "gcp/generate/models/gemma-3-12b-it": _ALL,
-    "microsoft/text-generation/models/Phi-4-reasoning-plus": _ALL,
-    "microsoft/text-generation/models/phi-4-mini-instruct": _ALL,
-    "microsoft/text-generation/models/phi-4": _ALL,
-    "xai/chat-completion/models/grok-2-vision-1212": _ALL,
-    "xai/chat-completion/models/grok-3": _NO_IMAGES,
-    "xai/chat-completion/models/grok-2-1212": _NO_IMAGES,
-    "qwen/qwenCoder/models/Qwen2_5-Coder-7B-Instruct": _ALL,
-    "qwen/qwen-VL/models/Qwen2_5-VL-7B-Instruct": _NO_TOOLS,
-    "openbmb/miniCPM/models/MiniCPM-o-2_6-language": _NO_TOOLS,
-    "deepseek-ai/deepseek-chat/models/DeepSeek-R1-Distill-Qwen-7B": _NO_TOOLS,
-}
+CAPABILITIES: Mapping[str, Capabilities] = MappingProxyType(
+    {
+        "deepseek-ai/deepseek-chat/models/DeepSeek-R1-0528-Qwen3-8B": _ALL,
+        "meta/Llama-3/models/Llama-3_2-3B-Instruct": _ALL,
+        "anthropic/completion/models/claude-sonnet-4": _ALL,
+        "anthropic/completion/models/claude-opus-4": _ALL,
+        "anthropic/completion/models/claude-3_5-haiku": _ALL,
+        "qwen/qwenLM/models/Qwen3-14B": _ALL,
+        "qwen/qwenLM/models/Qwen3-30B-A3B-GGUF": _ALL,
+        "qwen/qwenLM/models/QwQ-32B-AWQ": _ALL,
+        "mistralai/completion/models/Devstral-Small-2505_gguf-4bit": _ALL,
+        "openai/chat-completion/models/gpt-4o": _ALL,
+        "openai/chat-completion/models/gpt-4_1": _ALL,
+        "openai/chat-completion/models/o4-mini": _ALL,
+        "openai/chat-completion/models/o3": _ALL,
+        "gcp/generate/models/gemini-2_5-flash": _ALL,
+        "gcp/generate/models/gemini-2_0-flash": _ALL,
+        "gcp/generate/models/gemini-2_0-flash-lite": _ALL,
+        "gcp/generate/models/gemma-3-12b-it": _ALL,
+        "microsoft/text-generation/models/Phi-4-reasoning-plus": _ALL,
+        "microsoft/text-generation/models/phi-4-mini-instruct": _ALL,
+        "microsoft/text-generation/models/phi-4": _ALL,
+        "xai/chat-completion/models/grok-2-vision-1212": _ALL,
+        "xai/chat-completion/models/grok-3": _NO_IMAGES,
+        "xai/chat-completion/models/grok-2-1212": _NO_IMAGES,
+        "qwen/qwenCoder/models/Qwen2_5-Coder-7B-Instruct": _ALL,
+        "qwen/qwen-VL/models/Qwen2_5-VL-7B-Instruct": _NO_TOOLS,
+        "openbmb/miniCPM/models/MiniCPM-o-2_6-language": _NO_TOOLS,
+        "deepseek-ai/deepseek-chat/models/DeepSeek-R1-Distill-Qwen-7B": _NO_TOOLS,
+    }
+)
 
 
 class ModelNameError(ValueError):
@@ -84,11 +87,14 @@ def model_id(name: str) -> str:
     return parts[3] if len(parts) >= 4 and parts[2] == "models" else parts[-1]
 
 
-def _by_model_id(ids: Iterable[str]) -> dict[str, str]:
+def _by_model_id(ids: Iterable[str]) -> Mapping[str, str]:
     table: dict[str, str] = {}
     for path in ids:
         table.setdefault(model_id(path), path)
-    return table
+    return MappingProxyType(table)
+
+
+_KNOWN_IDS = _by_model_id(CAPABILITIES)
 
 
 def resolve_model(name: str, aliases: Mapping[str, str] | None = None) -> str:
@@ -104,7 +110,7 @@ def resolve_model(name: str, aliases: Mapping[str, str] | None = None) -> str:
     path = short_path(name)
     if _PATH.match(path):
         return CLARIFAI_WEB + path
-    known = _by_model_id(CAPABILITIES).get(name)
+    known = _KNOWN_IDS.get(name)
     if known:
         return CLARIFAI_WEB + known
     raise ModelNameError(

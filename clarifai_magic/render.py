@@ -177,7 +177,6 @@ class CellView:
 
         self.fmt = fmt
         self.budget = FrameBudget(1 / MAX_UPDATES_PER_SECOND, BYTES_PER_SECOND)
-        self.updates = 0
         self._handle = display(
             self._bundle_text("*Waiting for the model…*", ""), raw=True, display_id=True
         )
@@ -197,7 +196,6 @@ class CellView:
         else:
             plain = transcript.answer if not transcript.partial else markdown
         self._handle.update(self._bundle_text(markdown, plain), raw=True)
-        self.updates += 1
         self.budget.drew(len(markdown))
 
 

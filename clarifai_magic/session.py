@@ -16,8 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .client import DEFAULT_MAX_RETRIES
 from .config import NO_PAT_MESSAGE, Credentials, Secret, find_credentials
-from .engine import ConfirmCallback, Transcript, TurnOptions, TurnView, run_turn
+from .engine import DEFAULT_MAX_ROUNDS, ConfirmCallback, Transcript, TurnOptions, TurnView, run_turn
 from .models import DEFAULT_MODEL, capabilities, resolve_model
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class Ask:
     new_chat: bool = False
     use_history: bool = True
     tools: Mapping[str, Tool] = field(default_factory=dict)
-    max_rounds: int = 10
+    max_rounds: int = DEFAULT_MAX_ROUNDS
     response_format: dict[str, Any] | None = None
     response_format_fallback: str | None = None
 
@@ -56,7 +57,7 @@ class Settings:
     default_model: str = ""
     max_history: int | None = None
     max_history_tokens: int | None = None
-    max_retries: int = 3
+    max_retries: int = DEFAULT_MAX_RETRIES
     aliases: dict[str, str] = field(default_factory=dict)
 
 
@@ -90,7 +91,7 @@ class Session:
     def client(self, creds: Credentials) -> openai.OpenAI:
         from .client import make_client
 
-        # A digest, so the session object never holds the PAT in plain text beside the client.
+        # A digest keys the cache, so the session's own state never spells out the PAT.
         key = (creds.base_url, hashlib.sha256(creds.pat.reveal().encode()).hexdigest())
         if self._client is None or self._client[0] != key:
             self._client = (key, make_client(creds))
@@ -211,7 +212,7 @@ class Session:
             options,
             view_factory(),
             credentials=creds,
-            runner=self.runner if ask.tools else None,
+            runner=self.runner,
             confirm=confirm,
             on_messages=save,
             cancel=cancel,

@@ -543,18 +543,30 @@ class Store:
         with suppress(OSError):  # not our file: leave its mode to its owner
             os.chmod(self.path, 0o600)
         file_id = _identity(self.path)
-        db = _connect(self.path)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            # In WAL mode NORMAL loses nothing committed when a process dies, only on power loss.
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA foreign_keys=ON")
-            _migrate(db)
-        except BaseException:
-            db.close()
-            raise
-        self._file_id = file_id
-        return db
+        # Kernels opening a fresh file together can get "database is locked" at once, without
+        # the busy timeout's wait (switching to WAL, or a stale read snapshot upgrading to a
+        # write): that is contention, not damage, so wait and try again.
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            db = _connect(self.path)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                # In WAL mode NORMAL loses nothing committed when a process dies, only on
+                # power loss.
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA foreign_keys=ON")
+                _migrate(db)
+            except sqlite3.OperationalError as error:
+                db.close()
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+                continue
+            except BaseException:
+                db.close()
+                raise
+            self._file_id = file_id
+            return db
 
 
 def _identity(path: Path) -> _FileId | None:

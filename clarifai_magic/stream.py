@@ -1,16 +1,17 @@
-"""Turning streamed chat-completion chunks into events and a finished reply.
+"""Turning streamed chat-completion chunks into text, reasoning, tool calls and usage.
 
 Pure and incremental: :class:`StreamAccumulator` is fed one chunk at a time (the objects the
-``openai`` client yields, or anything with the same attributes) and returns the events that chunk
-produced. It copes with the shapes real servers send: an empty first chunk, ``choices == []`` or
-``choices is None``, usage on a trailing chunk or on the finish chunk, tool calls split across
-chunks and interleaved by index, reasoning as ``reasoning_content`` or as ``<think>`` tags in the
-content, and Clarifai runner errors that arrive as a chunk with ``code``/``description`` fields.
+``openai`` client yields, or anything with the same attributes) and keeps what they add up to,
+which views read from the engine's transcript as they redraw. It copes with the shapes real
+servers send: an empty first chunk, ``choices == []`` or ``choices is None``, usage on a trailing
+chunk or on the finish chunk, tool calls split across chunks and interleaved by index, reasoning
+as ``reasoning_content`` or as ``<think>`` tags in the content, and Clarifai runner errors that
+arrive as a chunk with ``code``/``description`` fields.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 THINK_OPEN = "<think>"
@@ -31,76 +32,6 @@ class ToolCall:
 class Usage:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-
-    @property
-    def total_tokens(self) -> int | None:
-        if self.prompt_tokens is None and self.completion_tokens is None:
-            return None
-        return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
-
-
-# Events, in the order a view needs them.
-@dataclass
-class TextDelta:
-    text: str
-
-
-@dataclass
-class ReasoningDelta:
-    text: str
-
-
-@dataclass
-class ToolCallStarted:
-    index: int
-    id: str
-    name: str
-
-
-@dataclass
-class ToolCallArguments:
-    index: int
-    fragment: str
-
-
-@dataclass
-class UsageReported:
-    usage: Usage
-
-
-@dataclass
-class Finished:
-    reason: str | None
-
-
-@dataclass
-class StreamFailed:
-    """An error the server reported inside an HTTP 200 stream."""
-
-    message: str
-
-
-Event = (
-    TextDelta
-    | ReasoningDelta
-    | ToolCallStarted
-    | ToolCallArguments
-    | UsageReported
-    | Finished
-    | StreamFailed
-)
-
-
-@dataclass
-class Reply:
-    """Everything one streamed (or non-streamed) model response amounted to."""
-
-    text: str = ""
-    reasoning: str = ""
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    usage: Usage | None = None
-    finish_reason: str | None = None
-    error: str | None = None
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -169,7 +100,7 @@ def _partial_suffix(text: str, tag: str) -> int:
 
 
 class StreamAccumulator:
-    """Feed chunks in; read events out and the finished :class:`Reply` at the end."""
+    """Feed chunks in; read ``text``, ``reasoning``, ``tool_calls``, ``usage`` at any time."""
 
     def __init__(self) -> None:
         self._text: list[str] = []
@@ -192,8 +123,7 @@ class StreamAccumulator:
     def tool_calls(self) -> list[ToolCall]:
         return [self._calls[i] for i in sorted(self._calls)]
 
-    def feed(self, chunk: Any) -> list[Event]:
-        events: list[Event] = []
+    def feed(self, chunk: Any) -> None:
         choices = _get(chunk, "choices")
         if choices is None:
             # Clarifai's runner reports failures as a bare {"code", "description", "details"}.
@@ -201,51 +131,50 @@ class StreamAccumulator:
             if description or _get(chunk, "code"):
                 details = _get(chunk, "details")
                 self.error = f"{description or 'Model error'}" + (f": {details}" if details else "")
-                events.append(StreamFailed(self.error))
         for choice in choices or ():
             delta = _get(choice, "delta")
             if delta is not None:
-                self._feed_delta(delta, events)
+                self._feed_delta(delta)
             reason = _get(choice, "finish_reason")
             if reason:
                 self.finish_reason = reason
-                events.extend(self._flush_think())
-                events.append(Finished(reason))
-        usage = _get(chunk, "usage")
+                self.finish()
+        self._feed_usage(chunk)
+
+    def feed_completion(self, completion: Any) -> None:
+        """Feed a non-streamed ``chat.completion``: its message is read as one big delta."""
+        for choice in _get(completion, "choices") or ():
+            message = _get(choice, "message")
+            if message is not None:
+                self._feed_delta(message)
+            self.finish_reason = _get(choice, "finish_reason") or self.finish_reason
+        self.finish()
+        self._feed_usage(completion)
+
+    def finish(self) -> None:
+        """The stream ended: release text held back in case it began a ``<think>`` tag."""
+        for is_reasoning, piece in self._think.flush():
+            (self._reasoning if is_reasoning else self._text).append(piece)
+
+    def _feed_usage(self, obj: Any) -> None:
+        usage = _get(obj, "usage")
         if usage is not None:
             self.usage = Usage(_get(usage, "prompt_tokens"), _get(usage, "completion_tokens"))
-            events.append(UsageReported(self.usage))
-        return events
 
-    def _feed_delta(self, delta: Any, events: list[Event]) -> None:
+    def _feed_delta(self, delta: Any) -> None:
         reasoning = _get(delta, "reasoning_content") or _get(delta, "reasoning")
         if reasoning:
             self._reasoning.append(reasoning)
-            events.append(ReasoningDelta(reasoning))
         content = _get(delta, "content")
         if content:
             for is_reasoning, piece in self._think.feed(content):
-                self._emit(is_reasoning, piece, events)
+                (self._reasoning if is_reasoning else self._text).append(piece)
         for call in _get(delta, "tool_calls") or ():
-            self._feed_tool_call(call, events)
+            self._feed_tool_call(call)
 
-    def _emit(self, is_reasoning: bool, piece: str, events: list[Event]) -> None:
-        if is_reasoning:
-            self._reasoning.append(piece)
-            events.append(ReasoningDelta(piece))
-        else:
-            self._text.append(piece)
-            events.append(TextDelta(piece))
-
-    def _flush_think(self) -> list[Event]:
-        events: list[Event] = []
-        for is_reasoning, piece in self._think.flush():
-            self._emit(is_reasoning, piece, events)
-        return events
-
-    def _feed_tool_call(self, delta: Any, events: list[Event]) -> None:
+    def _feed_tool_call(self, delta: Any) -> None:
         index = _get(delta, "index")
-        if index is None:
+        if index is None:  # a non-streamed message's calls carry no index
             index = len(self._calls)
         function = _get(delta, "function")
         name = _get(function, "name") if function is not None else None
@@ -254,40 +183,7 @@ class StreamAccumulator:
         if call is None:
             call = ToolCall(id=_get(delta, "id") or f"call_{index}", name=name or "", index=index)
             self._calls[index] = call
-            events.append(ToolCallStarted(index, call.id, call.name))
         elif name and not call.name:
             call.name = name
         if fragment:
             call.arguments += fragment
-            events.append(ToolCallArguments(index, fragment))
-
-    def feed_completion(self, completion: Any) -> list[Event]:
-        """Feed a non-streamed ``chat.completion``: its message is read as one big delta."""
-        events: list[Event] = []
-        for choice in _get(completion, "choices") or ():
-            message = _get(choice, "message")
-            if message is not None:
-                self._feed_delta(message, events)
-            self.finish_reason = _get(choice, "finish_reason") or self.finish_reason
-        events.extend(self._flush_think())
-        events.append(Finished(self.finish_reason))
-        usage = _get(completion, "usage")
-        if usage is not None:
-            self.usage = Usage(_get(usage, "prompt_tokens"), _get(usage, "completion_tokens"))
-            events.append(UsageReported(self.usage))
-        return events
-
-    def finish(self) -> Reply:
-        """Close the stream: flush a held-back partial tag and return the reply so far."""
-        self._flush_think()
-        return self.reply()
-
-    def reply(self) -> Reply:
-        return Reply(
-            text=self.text,
-            reasoning=self.reasoning,
-            tool_calls=self.tool_calls,
-            usage=self.usage,
-            finish_reason=self.finish_reason,
-            error=self.error,
-        )

@@ -34,7 +34,6 @@ __all__ = [
     "instruction_for",
     "parse_json_answer",
     "parse_structured",
-    "rejects_response_format",
     "response_format_for",
     "schema_for",
 ]
@@ -211,26 +210,3 @@ def parse_structured(text: str, cls: Any) -> StructuredResult:
 
 
 # ---------------------------------------------------------------- falling back
-
-_FORMAT_WORDS = (
-    "response_format",
-    "response format",
-    "json_schema",
-    "json schema",
-    "structured output",
-    "guided_json",
-)
-
-
-def rejects_response_format(error_message: str, status: int | None) -> bool:
-    """Whether a failed request means "this model does not take ``response_format``".
-
-    True when the server's message names the parameter or structured output (with any status but
-    auth, not-found and rate limits, since runners report it as 400, 422 or 500). A failure that
-    does not mention it, however it is worded, is left alone. The caller then retries once with
-    :func:`instruction_for` instead.
-    """
-    if status in (401, 403, 404, 429):
-        return False
-    message = error_message.lower()
-    return any(word in message for word in _FORMAT_WORDS)

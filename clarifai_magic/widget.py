@@ -18,6 +18,7 @@ import ipywidgets as widgets
 
 from .confirm import ButtonConfirm
 from .engine import Transcript
+from .models import model_id
 from .render import BYTES_PER_SECOND, MAX_UPDATES_PER_SECOND, FrameBudget, transcript_markdown
 from .session import MAIN_CHAT, Ask, Session, SessionError
 
@@ -94,7 +95,7 @@ class ChatPanel:
             return f"⚠️ {html.escape(str(exc))}"
         return (
             f"<b>Clarifai chat</b> · conversation <code>{html.escape(self.chat)}</code> · "
-            f"model <code>{html.escape(model.rsplit('/', 1)[-1])}</code>"
+            f"model <code>{html.escape(model_id(model))}</code>"
         )
 
     def _add(self, child: widgets.Widget) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from clarifai_magic.engine import Transcript, TurnOptions, run_turn
 from clarifai_magic.testing import OfflineServer, text
+from clarifai_magic.tools import ToolRunner
 
 
 class BrokenView:
@@ -27,12 +28,13 @@ def test_a_failing_view_costs_neither_the_stream_nor_the_store(server: OfflineSe
     server.enqueue(text("all of it " * 50, chunk_size=2))
     saved: list[tuple[list[dict[str, Any]], bool]] = []
     client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
-    with client, pytest.raises(ValueError, match="bug in the view"):
+    with client, ToolRunner() as runner, pytest.raises(ValueError, match="bug in the view"):
         run_turn(
             client,
             [{"role": "user", "content": "q"}],
             TurnOptions(model="https://clarifai.com/a/b/models/c"),
             BrokenView(),
+            runner=runner,
             on_messages=lambda messages, partial, usage: saved.append((messages, partial)),
         )
     assert saved == [([{"role": "assistant", "content": "all of it " * 50}], False)]

@@ -6,16 +6,7 @@ from typing import Any
 
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from clarifai_magic.stream import (
-    Finished,
-    ReasoningDelta,
-    StreamAccumulator,
-    StreamFailed,
-    TextDelta,
-    ToolCallArguments,
-    ToolCallStarted,
-    UsageReported,
-)
+from clarifai_magic.stream import StreamAccumulator
 
 
 def chunk(delta: dict[str, Any] | None = None, finish: str | None = None, **extra: Any) -> Any:
@@ -47,15 +38,16 @@ def usage_chunk(prompt: int, completion: int) -> Any:
     )
 
 
-def feed_all(chunks: list[Any]) -> tuple[StreamAccumulator, list[Any]]:
+def feed_all(chunks: list[Any]) -> StreamAccumulator:
     acc = StreamAccumulator()
-    events = [e for c in chunks for e in acc.feed(c)]
+    for c in chunks:
+        acc.feed(c)
     acc.finish()
-    return acc, events
+    return acc
 
 
 def test_openai_text_stream_with_trailing_usage_chunk() -> None:
-    acc, events = feed_all(
+    acc = feed_all(
         [
             chunk({"role": "assistant", "content": ""}),
             chunk({"content": "Hel"}),
@@ -64,29 +56,22 @@ def test_openai_text_stream_with_trailing_usage_chunk() -> None:
             usage_chunk(12, 3),
         ]
     )
-    reply = acc.finish()
-    assert reply.text == "Hello"
-    assert reply.finish_reason == "stop"
-    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens) == (
-        12,
-        3,
-        15,
-    )
-    assert [type(e) for e in events] == [TextDelta, TextDelta, Finished, UsageReported]
+    assert acc.text == "Hello"
+    assert acc.finish_reason == "stop"
+    assert (acc.usage.prompt_tokens, acc.usage.completion_tokens) == (12, 3)
 
 
 def test_empty_first_chunk_and_null_choices_are_harmless() -> None:
     empty = ChatCompletionChunk.model_construct(
         id="x", choices=None, created=0, model="m", object="chat.completion.chunk"
     )
-    acc, events = feed_all([empty, chunk({"content": "ok"}, finish="stop")])
+    acc = feed_all([empty, chunk({"content": "ok"}, finish="stop")])
     assert acc.text == "ok"
     assert acc.error is None
-    assert not any(isinstance(e, StreamFailed) for e in events)
 
 
 def test_usage_on_finish_chunk_deepseek_style() -> None:
-    acc, _ = feed_all(
+    acc = feed_all(
         [
             chunk({"content": "a"}, usage=None),
             chunk(
@@ -101,7 +86,7 @@ def test_usage_on_finish_chunk_deepseek_style() -> None:
 
 
 def test_no_usage_at_all() -> None:
-    acc, _ = feed_all([chunk({"content": "a"}, finish="stop")])
+    acc = feed_all([chunk({"content": "a"}, finish="stop")])
     assert acc.usage is None
 
 
@@ -113,7 +98,7 @@ def test_openai_parallel_tool_calls_interleaved_by_index() -> None:
             entry["function"]["name"] = head[1]
         return {"tool_calls": [entry]}
 
-    acc, events = feed_all(
+    acc = feed_all(
         [
             chunk({"role": "assistant", "content": None}),
             chunk(call(0, "", ("call_a", "get_weather"))),
@@ -131,12 +116,10 @@ def test_openai_parallel_tool_calls_interleaved_by_index() -> None:
         ("call_b", "lookup_price", '{"item": "croissant"}'),
     ]
     assert acc.finish_reason == "tool_calls"
-    assert sum(isinstance(e, ToolCallStarted) for e in events) == 2
-    assert sum(isinstance(e, ToolCallArguments) for e in events) == 4
 
 
 def test_claude_style_text_then_tool_call_at_index_one() -> None:
-    acc, _ = feed_all(
+    acc = feed_all(
         [
             chunk({"content": "Let me check the weather."}),
             chunk(
@@ -163,7 +146,7 @@ def test_claude_style_text_then_tool_call_at_index_one() -> None:
 
 
 def test_tool_call_whole_in_one_chunk() -> None:
-    acc, _ = feed_all(
+    acc = feed_all(
         [
             chunk(
                 {
@@ -184,7 +167,7 @@ def test_tool_call_whole_in_one_chunk() -> None:
 
 
 def test_reasoning_content_is_kept_apart_from_the_answer() -> None:
-    acc, events = feed_all(
+    acc = feed_all(
         [
             chunk({"reasoning_content": "Think "}),
             chunk({"reasoning_content": "hard."}),
@@ -193,20 +176,17 @@ def test_reasoning_content_is_kept_apart_from_the_answer() -> None:
     )
     assert acc.reasoning == "Think hard."
     assert acc.text == "Answer."
-    assert [type(e) for e in events][:2] == [ReasoningDelta, ReasoningDelta]
 
 
 def test_think_tags_split_across_chunks_go_to_reasoning() -> None:
     pieces = ["<thi", "nk>step one", " step two</th", "ink>The answer", " is 4."]
-    acc, _ = feed_all([chunk({"content": p}) for p in pieces] + [chunk({}, finish="stop")])
+    acc = feed_all([chunk({"content": p}) for p in pieces] + [chunk({}, finish="stop")])
     assert acc.reasoning == "step one step two"
     assert acc.text == "The answer is 4."
 
 
 def test_a_lone_angle_bracket_is_not_swallowed() -> None:
-    acc, _ = feed_all(
-        [chunk({"content": "a <"}), chunk({"content": "b"}), chunk({"content": " <t"})]
-    )
+    acc = feed_all([chunk({"content": "a <"}), chunk({"content": "b"}), chunk({"content": " <t"})])
     assert acc.text == "a <b <t"
 
 
@@ -219,16 +199,16 @@ def test_clarifai_runner_error_chunk_has_no_choices() -> None:
     )
     acc = StreamAccumulator()
     acc.feed(chunk({"content": "partial"}))
-    events = acc.feed(error)
+    acc.feed(error)
     assert acc.text == "partial"
-    assert isinstance(events[0], StreamFailed)
     assert "Model prediction failed" in acc.error and "CUDA out of memory" in acc.error
 
 
 def test_plain_dict_chunks_work_too() -> None:
     acc = StreamAccumulator()
     acc.feed({"choices": [{"delta": {"content": "hi"}, "finish_reason": "stop"}], "usage": None})
-    assert acc.finish().text == "hi"
+    acc.finish()
+    assert acc.text == "hi"
 
 
 def test_non_streamed_completion_with_tool_calls() -> None:
@@ -265,10 +245,10 @@ def test_non_streamed_completion_with_tool_calls() -> None:
     )
     acc = StreamAccumulator()
     acc.feed_completion(completion)
-    reply = acc.finish()
-    assert reply.text == "Checking."
-    assert [(c.id, c.name, c.arguments) for c in reply.tool_calls] == [
+    acc.finish()
+    assert acc.text == "Checking."
+    assert [(c.id, c.name, c.arguments) for c in acc.tool_calls] == [
         ("call_1", "f", "{}"),
         ("call_2", "g", '{"a": 1}'),
     ]
-    assert reply.usage.completion_tokens == 4
+    assert acc.usage.completion_tokens == 4

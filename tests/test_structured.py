@@ -10,6 +10,7 @@ from typing import Any, Literal, Optional
 import pydantic
 import pytest
 
+from clarifai_magic.client import rejects_response_format
 from clarifai_magic.structured import (
     FieldError,
     SchemaError,
@@ -18,7 +19,6 @@ from clarifai_magic.structured import (
     instruction_for,
     parse_json_answer,
     parse_structured,
-    rejects_response_format,
     response_format_for,
     schema_for,
 )

@@ -219,7 +219,8 @@ class ClarifaiMagics(Magics):
             "reset": (self.cmd_reset, _one_name),
             "undo": (self.cmd_undo, _one_name),
             "chats": (self.cmd_chats, _no_args),
-            "fork": (self.cmd_fork, lambda w: 1 <= len(w) <= 3),
+            "fork": (self.cmd_fork, lambda w: 1 <= len(w) <= 5),
+            "notebooks": (self.cmd_notebooks, _no_args),
             "usage": (self.cmd_usage, _no_args),
             "chat": (self.cmd_chat, _name_then_options),
         }
@@ -583,16 +584,37 @@ class ClarifaiMagics(Magics):
         self._print_markdown("\n".join(rows) if len(rows) > 2 else "No conversations yet.")
 
     def cmd_fork(self, rest: str) -> None:
-        """NEW [--from NAME]: copy a conversation under a new name."""
+        """NEW [--from NAME] [--notebook KEY]: copy a conversation under a new name."""
         parser = _subparser("fork", "Copy a conversation.")
         parser.add_argument("new")
         parser.add_argument("--from", dest="source", default=MAIN_CHAT)
+        parser.add_argument("--notebook", help="the key of another notebook to copy from")
         args = parser.parse_args(_split(rest))
+        here = self.session.notebook_key()
+        source = self.session.store.conversation(args.notebook or here, args.source, create=False)
+        if source is None:
+            where = f"notebook {args.notebook!r}" if args.notebook else "this notebook"
+            raise UsageError(f"There is no conversation {args.source!r} in {where}.")
         try:
-            self.session.store.fork(self._existing(args.source), args.new)
+            self.session.store.fork(source, args.new, notebook_key=here)
         except ValueError as exc:  # the name is taken or empty; the store says which
             raise UsageError(str(exc)) from None
-        print(f"Forked {args.source!r} into {args.new!r}; use --chat {args.new} to continue it.")
+        print(f"Copied {args.source!r} into {args.new!r}; use --chat {args.new} to continue it.")
+
+    def cmd_notebooks(self, rest: str) -> None:
+        """Every notebook with stored conversations (to find one that was renamed)."""
+        here = self.session.notebook_key()
+        rows = ["| notebook | conversations | messages | last used |", "|---|---|---|---|"]
+        for nb in self.session.store.notebooks():
+            mark = " *(this one)*" if nb.notebook_key == here else ""
+            rows.append(
+                f"| `{nb.notebook_key}`{mark} | {nb.conversation_count} | {nb.message_count} | "
+                f"{_when(nb.last_used)} |"
+            )
+        hint = (
+            "\n\nTo bring a conversation over: `%clarifai fork NEW --from NAME --notebook KEY`."
+        )
+        self._print_markdown("\n".join(rows) + hint if len(rows) > 2 else "No conversations yet.")
 
     def cmd_chat(self, rest: str) -> None:
         """[NAME] [-m MODEL] [--tools f,g]: a chat panel on a conversation of this notebook."""

@@ -164,3 +164,21 @@ def test_sigkill_mid_stream_keeps_everything_committed(
         "Second question",
     ]
     assert stored[3].partial and stored[3].message["content"].startswith("slow slow")
+
+
+def test_a_renamed_notebook_gets_its_conversation_back(
+    shell: Any, server: OfflineServer, tmp_path: Path
+) -> None:
+    old, new = str(tmp_path / "draft.ipynb"), str(tmp_path / "final.ipynb")
+    shell.user_ns["__session__"] = old
+    ask(shell, server, "%%clarifai\nRemember 7.", "Noted.")
+    shell.user_ns["__session__"] = new  # Jupyter renamed the notebook
+    listing = everything(run(shell, "%clarifai notebooks"))
+    assert old in listing and "fork NEW --from NAME --notebook KEY" in listing
+    out = run(shell, f"%clarifai fork main --from main --notebook {old}")
+    assert out.result.success, out.stdout + out.stderr
+    ask(shell, server, "%%clarifai\nWhich number?", "7.")
+    sent = [m["content"] for m in sent_messages(server)]
+    assert sent == ["Remember 7.", "Noted.", "Which number?"]
+    out = run(shell, "%clarifai fork x --from nope --notebook /no/such.ipynb")
+    assert "There is no conversation 'nope' in notebook" in out.stdout + out.stderr

@@ -611,9 +611,7 @@ class ClarifaiMagics(Magics):
                 f"| `{nb.notebook_key}`{mark} | {nb.conversation_count} | {nb.message_count} | "
                 f"{_when(nb.last_used)} |"
             )
-        hint = (
-            "\n\nTo bring a conversation over: `%clarifai fork NEW --from NAME --notebook KEY`."
-        )
+        hint = "\n\nTo bring a conversation over: `%clarifai fork NEW --from NAME --notebook KEY`."
         self._print_markdown("\n".join(rows) + hint if len(rows) > 2 else "No conversations yet.")
 
     def cmd_chat(self, rest: str) -> None:

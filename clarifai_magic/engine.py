@@ -48,6 +48,7 @@ class TurnOptions:
     tools: Mapping[str, Tool] = field(default_factory=dict)
     max_rounds: int = DEFAULT_MAX_ROUNDS
     max_retries: int = DEFAULT_MAX_RETRIES
+    max_tool_result_chars: int | None = None  # None: the tool runner's default
     tool_streaming: bool = True
     response_format: dict[str, Any] | None = None
     # Appended as a system message if the server rejects ``response_format``.
@@ -369,7 +370,12 @@ class _Turn:
         self.transcript.status = "running tools"
         round_.tools = [ToolActivity(call) for call in calls]
         self._draw(force=True)
-        outcomes = self.runner.run_calls(calls, self.options.tools, confirm=self.confirm)
+        outcomes = self.runner.run_calls(
+            calls,
+            self.options.tools,
+            confirm=self.confirm,
+            max_result_chars=self.options.max_tool_result_chars,
+        )
         for activity, outcome in zip(round_.tools, outcomes, strict=True):
             activity.outcome = outcome
         new = [_assistant_message(round_), *_tool_messages(round_)]

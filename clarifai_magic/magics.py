@@ -193,6 +193,11 @@ class ClarifaiMagics(Magics):
         help="How confirm=True tools ask: buttons where the frontend delivers clicks during a "
         "running cell (JupyterLab >= 4.4), else a text prompt.",
     ).tag(config=True)
+    max_tool_result_chars = Int(
+        None,
+        allow_none=True,
+        help="Tool results longer than this are cut, with a marker (default 20,000).",
+    ).tag(config=True)
     image_max_side = Int(
         DEFAULT_MAX_SIDE, help="Images larger than this (pixels) are downscaled."
     ).tag(config=True)
@@ -236,6 +241,7 @@ class ClarifaiMagics(Magics):
         settings.max_history = self.max_history
         settings.max_history_tokens = self.max_history_tokens
         settings.aliases = dict(self.aliases)
+        settings.max_tool_result_chars = self.max_tool_result_chars
 
     # -- the magic ------------------------------------------------------------------------
     @no_var_expand  # {braces} and $names are ours to fill (or not), never IPython's

@@ -58,6 +58,7 @@ class Settings:
     max_history: int | None = None
     max_history_tokens: int | None = None
     max_retries: int = DEFAULT_MAX_RETRIES
+    max_tool_result_chars: int | None = None
     aliases: dict[str, str] = field(default_factory=dict)
 
 
@@ -202,6 +203,7 @@ class Session:
             tools=ask.tools,
             max_rounds=ask.max_rounds,
             max_retries=self.settings.max_retries,
+            max_tool_result_chars=self.settings.max_tool_result_chars,
             tool_streaming=caps.tool_streaming if caps else True,
             response_format=ask.response_format,
             response_format_fallback=ask.response_format_fallback,

@@ -63,6 +63,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
+# What a tool's result may cost the model's context before it is cut (with a marker).
+MAX_RESULT_CHARS = 20_000
+
+
 class ToolDeclarationError(ValueError):
     """A function can't be used as a tool as declared; the message says how to fix it."""
 
@@ -354,7 +358,7 @@ def _result_text(value: Any) -> str:
     return repr(value)
 
 
-def serialize_result(value: Any, max_chars: int = 20_000) -> str:
+def serialize_result(value: Any, max_chars: int = MAX_RESULT_CHARS) -> str:
     """A tool's return value as the text the model receives.
 
     Strings go as they are; ``None`` becomes ``"null"`` (JSON for "no value", and never an empty
@@ -545,15 +549,18 @@ class ToolRunner:
         tools: Mapping[str, Tool],
         *,
         confirm: Callable[[Tool, dict[str, Any]], bool] | None = None,
-        max_result_chars: int = 20_000,
+        max_result_chars: int | None = None,
     ) -> list[ToolOutcome]:
         """Run ``calls``; one outcome per call, in the same order.
+
+        Each result is cut to ``max_result_chars`` (default :data:`MAX_RESULT_CHARS`).
 
         Arguments are parsed, validated and converted first; then ``confirm`` (if given) is asked,
         in this thread and one call at a time, about each tool declared with ``confirm=True``
         (without a callback such tools just run). The accepted calls then run concurrently, each
         within its tool's timeout.
         """
+        max_result_chars = max_result_chars or MAX_RESULT_CHARS
         with self._lock:
             self._closed = False
         outcomes: list[ToolOutcome | None] = [None] * len(calls)

@@ -612,3 +612,15 @@ def test_kernel_a_function_from_one_cell_is_called_by_the_model_in_the_next(
     [summary] = summaries(markdown)
     assert summary.startswith('🔧 word_count(text="the quick brown fox") → 4 · ')
     assert "There are **4** words." in markdown
+
+
+def test_tool_results_are_cut_to_the_configured_size(shell: Any, server: OfflineServer) -> None:
+    define(shell, "def big() -> str:\n    return 'x' * 500\n")
+    run(shell, "%config ClarifaiMagics.max_tool_result_chars = 100")
+    try:
+        server.enqueue(tool_calls([("call_big", "big", "{}")]), text("ok"))
+        ask(shell, "%%clarifai --tools big\nCall big.")
+    finally:
+        run(shell, "%config ClarifaiMagics.max_tool_result_chars = None")
+    content = server.chat_requests[1].json["messages"][-1]["content"]
+    assert content == "x" * 100 + "\n…[truncated 400 characters]"

@@ -1,0 +1,322 @@
+"""The ``%clarifai WORD`` line commands: login, models, aliases, tools, conversations, the panel.
+
+Each command is one small method of :class:`LineCommands`, listed in :meth:`command_table` with
+the shape of arguments it takes. :class:`~clarifai_magic.magics.ClarifaiMagics` mixes this in and
+provides what the commands lean on: ``shell``, ``session``, ``session_tools``, ``aliases``,
+``display_mode``, ``_tools()``, ``_warn()`` and ``_in_notebook()``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import shlex
+from collections.abc import Callable
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic_arguments import MagicArgumentParser
+from IPython.display import Markdown, display
+
+from .config import Secret
+from .models import check_alias_name, merge_model_list, short_path
+from .render import history_markdown
+from .session import MAIN_CHAT, Session, SessionError
+
+Command = tuple[Callable[[str], Any], Callable[[list[str]], bool]]
+
+
+class CellFailed(Exception):
+    """Fails the cell with one clear paragraph: IPython shows what ``_render_traceback_``
+    returns in place of a traceback."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [str(self)]
+
+
+def split_args(line: str) -> list[str]:
+    try:
+        return shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"Could not read the options ({exc}). Check the quotes.") from None
+
+
+def no_args(words: list[str]) -> bool:
+    return not words
+
+
+def _one_name(words: list[str]) -> bool:
+    return len(words) <= 1
+
+
+def _name_then_options(words: list[str]) -> bool:
+    # `chat`, `chat NAME`, `chat -m X`, `chat NAME --tools f`; not `chat about the weather`.
+    return len(words) <= 1 or any(w.startswith("-") for w in words[:2])
+
+
+def _subparser(name: str, description: str) -> MagicArgumentParser:
+    return MagicArgumentParser(prog=f"%clarifai {name}", description=description, add_help=False)
+
+
+class LineCommands:
+    """The line commands of ``%clarifai``, mixed into the magics class."""
+
+    shell: Any
+    session: Session
+    session_tools: list[str]
+    aliases: dict[str, str]
+    display_mode: str
+
+    def command_table(self) -> dict[str, Command]:
+        # Each command with the shape of arguments it takes, so that a one-line question that
+        # merely starts with a command word ("%clarifai history of Rome") is asked, not run.
+        return {
+            "login": (self.cmd_login, no_args),
+            "logout": (self.cmd_logout, no_args),
+            "offline": (self.cmd_offline, lambda w: w in ([], ["on"], ["off"], ["auto"])),
+            "models": (self.cmd_models, no_args),
+            "alias": (self.cmd_alias, lambda w: len(w) <= 2 or w[0] == "--remove"),
+            "tools": (
+                self.cmd_tools,
+                lambda w: not w or w[0] in ("add", "remove", "list", "show"),
+            ),
+            "history": (self.cmd_history, _one_name),
+            "reset": (self.cmd_reset, _one_name),
+            "undo": (self.cmd_undo, _one_name),
+            "chats": (self.cmd_chats, no_args),
+            "fork": (self.cmd_fork, lambda w: 1 <= len(w) <= 5),
+            "notebooks": (self.cmd_notebooks, no_args),
+            "usage": (self.cmd_usage, no_args),
+            "chat": (self.cmd_chat, _name_then_options),
+        }
+
+    def cmd_login(self, rest: str) -> None:
+        """Paste a Clarifai PAT for this session (not echoed, not saved)."""
+        pat = getpass.getpass("Clarifai PAT: ").strip()
+        if not pat:
+            self._warn("No PAT entered; nothing changed.")
+            return
+        self.session.login_pat = Secret(pat)
+        print(
+            "Logged in for this session: this PAT is used until `%clarifai logout` or a "
+            "restart, instead of CLARIFAI_PAT or the Clarifai CLI config. It is not saved."
+        )
+
+    def cmd_logout(self, rest: str) -> None:
+        """Forget a PAT given with %clarifai login."""
+        self.session.login_pat = None
+        print("Forgot the PAT from %clarifai login.")
+
+    def cmd_offline(self, rest: str) -> None:
+        """[on|off|auto]: answer from the built-in offline server (scripted, no account needed)."""
+        choice = rest.strip() or "on"
+        if choice not in ("on", "off", "auto"):
+            raise UsageError("Usage: %clarifai offline [on|off|auto]")
+        if choice == "off":
+            self.session.go_online()
+            print("Offline mode off: questions go to Clarifai again.")
+            return
+        if choice == "auto" and not self.session.offline:
+            try:
+                creds = self.session.credentials()
+            except SessionError:
+                pass
+            else:
+                print(f"Using Clarifai with the PAT from {creds.source}.")
+                return
+        address = self.session.go_offline()
+        print(
+            f"Offline mode on: answers now come from the built-in server at {address}. They are "
+            "SCRIPTED (the server echoes your question), not from a real model. "
+            "`%clarifai offline off` switches back."
+        )
+
+    def cmd_models(self, rest: str) -> None:
+        """List models (GET /models merged with the capability table)."""
+        listed: list[str] = []
+        note = ""
+        try:
+            creds = self.session.credentials()
+            # Undocumented endpoint: ask once, briefly, and fall back to the table.
+            client = self.session.client(creds).with_options(max_retries=0, timeout=15)
+            listed = [m.id for m in client.models.list()]
+        except SessionError:
+            note = "No PAT set, so this is the built-in table only."
+        except Exception as exc:
+            status = getattr(exc, "status_code", None)
+            reason = f"HTTP {status}" if status else type(exc).__name__
+            note = (
+                f"The server did not list its models ({reason}), so this is the built-in "
+                "capability table only. Any model URL still works with -m."
+            )
+        rows = [
+            "| model | alias | listed | image | tools | tool streaming |",
+            "|---|---|---|---|---|---|",
+        ]
+        for info in merge_model_list(listed, self.session.settings.aliases):
+            caps = info.capabilities
+            flags = (caps.image_input, caps.tools, caps.tool_streaming) if caps else (None,) * 3
+            marks = " | ".join({True: "✅", False: "—", None: "?"}[f] for f in flags)
+            listed_mark = "✅" if info.listed else ""
+            rows.append(f"| `{info.path}` | {', '.join(info.aliases)} | {listed_mark} | {marks} |")
+        self._print_markdown(("\n\n" + note + "\n\n" if note else "") + "\n".join(rows))
+
+    def cmd_alias(self, rest: str) -> None:
+        """NAME MODEL | --remove NAME | (no args: list aliases)."""
+        parser = _subparser("alias", "Name a model.")
+        parser.add_argument("--remove", action="store_true")
+        parser.add_argument("name", nargs="?")
+        parser.add_argument("model", nargs="?")
+        args = parser.parse_args(split_args(rest))
+        aliases = dict(self.aliases)
+        if args.name is None:
+            print("\n".join(f"{k} -> {v}" for k, v in sorted(aliases.items())) or "No aliases yet.")
+        elif args.remove:
+            if aliases.pop(args.name, None) is None:
+                raise UsageError(f"There is no alias {args.name!r}.")
+            self.aliases = aliases
+            print(f"Removed alias {args.name}.")
+        elif args.model is None:
+            raise UsageError("Usage: %clarifai alias NAME MODEL")
+        else:
+            check_alias_name(args.name)
+            target = self.session.resolve_model(args.model)
+            self.aliases = {**aliases, args.name: target}
+            print(f"{args.name} -> {short_path(target)}")
+
+    def cmd_tools(self, rest: str) -> None:
+        """add F G | remove F | list | show F: tools offered to every cell."""
+        action, _, names = rest.partition(" ")
+        names_list = names.replace(",", " ").split()
+        if action == "add":
+            self._tools(",".join(names_list))  # declare-time errors show now
+            self.session_tools += [n for n in names_list if n not in self.session_tools]
+            print("Session tools: " + ", ".join(self.session_tools))
+        elif action == "remove":
+            self.session_tools = [n for n in self.session_tools if n not in names_list]
+            print("Session tools: " + (", ".join(self.session_tools) or "none"))
+        elif action in ("", "list"):
+            print("Session tools: " + (", ".join(self.session_tools) or "none"))
+        elif action == "show":
+            from .tools import describe_schema
+
+            for name, spec in self._tools(",".join(names_list)).items():
+                print(f"{name}:\n{describe_schema(spec)}")
+        else:
+            raise UsageError("Usage: %clarifai tools add F G | remove F | list | show F")
+
+    def _chat_arg(self, rest: str, command: str) -> str:
+        words = split_args(rest)
+        if len(words) > 1:
+            raise UsageError(f"Usage: %clarifai {command} [NAME]")
+        return words[0] if words else MAIN_CHAT
+
+    def _existing(self, name: str) -> Any:
+        conv = self.session.conversation(name, create=False)
+        if conv is None:
+            raise UsageError(
+                f"There is no conversation {name!r} in this notebook; see %clarifai chats."
+            )
+        return conv
+
+    def cmd_history(self, rest: str) -> None:
+        """[NAME]: show a conversation, tool calls included."""
+        conv = self._existing(self._chat_arg(rest, "history"))
+        self._print_markdown(history_markdown(conv.name, self.session.store.messages(conv)))
+
+    def cmd_reset(self, rest: str) -> None:
+        """[NAME]: forget a conversation's messages."""
+        name = self._chat_arg(rest, "reset")
+        removed = self.session.store.reset(self._existing(name))
+        print(f"Conversation {name!r} reset ({removed} messages removed).")
+
+    def cmd_undo(self, rest: str) -> None:
+        """[NAME]: drop the last exchange."""
+        name = self._chat_arg(rest, "undo")
+        removed = self.session.store.undo(self._existing(name))
+        print(
+            f"Removed the last exchange of {name!r} ({removed} messages)."
+            if removed
+            else "Nothing to undo."
+        )
+
+    def cmd_chats(self, rest: str) -> None:
+        """List this notebook's conversations."""
+        rows = ["| conversation | messages | last used | system prompt |", "|---|---|---|---|"]
+        for chat in self.session.store.chats(self.session.notebook_key()):
+            system = (chat.system_prompt or "").replace("|", "\\|")[:60]
+            rows.append(
+                f"| {chat.name} | {chat.message_count} | {_when(chat.last_used)} | {system} |"
+            )
+        self._print_markdown("\n".join(rows) if len(rows) > 2 else "No conversations yet.")
+
+    def cmd_fork(self, rest: str) -> None:
+        """NEW [--from NAME] [--notebook KEY]: copy a conversation under a new name."""
+        parser = _subparser("fork", "Copy a conversation.")
+        parser.add_argument("new")
+        parser.add_argument("--from", dest="source", default=MAIN_CHAT)
+        parser.add_argument("--notebook", help="the key of another notebook to copy from")
+        args = parser.parse_args(split_args(rest))
+        here = self.session.notebook_key()
+        source = self.session.store.conversation(args.notebook or here, args.source, create=False)
+        if source is None:
+            where = f"notebook {args.notebook!r}" if args.notebook else "this notebook"
+            raise UsageError(f"There is no conversation {args.source!r} in {where}.")
+        try:
+            self.session.store.fork(source, args.new, notebook_key=here)
+        except ValueError as exc:  # the name is taken or empty; the store says which
+            raise UsageError(str(exc)) from None
+        print(f"Copied {args.source!r} into {args.new!r}; use --chat {args.new} to continue it.")
+
+    def cmd_notebooks(self, rest: str) -> None:
+        """Every notebook with stored conversations (to find one that was renamed)."""
+        here = self.session.notebook_key()
+        rows = ["| notebook | conversations | messages | last used |", "|---|---|---|---|"]
+        for nb in self.session.store.notebooks():
+            mark = " *(this one)*" if nb.notebook_key == here else ""
+            rows.append(
+                f"| `{nb.notebook_key}`{mark} | {nb.conversation_count} | {nb.message_count} | "
+                f"{_when(nb.last_used)} |"
+            )
+        hint = "\n\nTo bring a conversation over: `%clarifai fork NEW --from NAME --notebook KEY`."
+        self._print_markdown("\n".join(rows) + hint if len(rows) > 2 else "No conversations yet.")
+
+    def cmd_chat(self, rest: str) -> None:
+        """[NAME] [-m MODEL] [--tools f,g]: a chat panel on a conversation of this notebook."""
+        from .widget import ChatPanel
+
+        parser = _subparser("chat", "Open a chat panel.")
+        parser.add_argument("name", nargs="?", default=MAIN_CHAT)
+        parser.add_argument("-m", "--model")
+        parser.add_argument("--tools", default="")
+        args = parser.parse_args(split_args(rest))
+        if args.model:
+            self.session.resolve_model(args.model)  # an unknown model fails here, not later
+        self._tools(args.tools)  # likewise undefined tools
+        panel = ChatPanel(
+            self.session, chat=args.name, model=args.model, tools=lambda: self._tools(args.tools)
+        )
+        display(panel.widget)
+
+    def cmd_usage(self, rest: str) -> None:
+        """Tokens used per conversation and model."""
+        rows = ["| conversation | model | tokens in | tokens out |", "|---|---|---|---|"]
+        for row in self.session.store.usage(self.session.notebook_key()):
+            rows.append(
+                f"| {row.conversation} | `{short_path(row.model or '?')}` | "
+                f"{row.prompt_tokens or 0} | {row.completion_tokens or 0} |"
+            )
+        self._print_markdown("\n".join(rows) if len(rows) > 2 else "No usage recorded yet.")
+
+    def _print_markdown(self, text: str) -> None:
+        if self.display_mode == "cell" or (self.display_mode == "auto" and self._in_notebook()):
+            display(Markdown(text))
+        else:
+            print(text)
+
+
+def _when(timestamp: float | None) -> str:
+    if not timestamp:
+        return ""
+    import datetime
+
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")

@@ -364,9 +364,9 @@ class ClarifaiMagics(LineCommands, Magics):
             "Commands:",
         ]
         for name, (method, _fits) in self.commands.items():
-            lines.append(f"  %clarifai {name:<8} {(method.__doc__ or '').strip().splitlines()[0]}")
-        lines.append("  %clarifai PROMPT   one-line question ('--' ends leading options;")
+            lines.append(f"  %clarifai {name:<9} {(method.__doc__ or '').strip().splitlines()[0]}")
+        lines.append("  %clarifai PROMPT    one-line question ('--' ends leading options;")
         lines.append(
-            "                     end it with a space if it ends in '?', IPython's help mark)"
+            "                      end it with a space if it ends in '?', IPython's help mark)"
         )
         print("\n".join(lines))

@@ -53,6 +53,14 @@ def _name_then_options(words: list[str]) -> bool:
     return len(words) <= 1 or any(w.startswith("-") for w in words[:2])
 
 
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table; a ``|`` inside a cell is escaped so it can't split the row."""
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join(
+        "| " + " | ".join(str(cell).replace("|", "\\|") for cell in line) + " |" for line in lines
+    )
+
+
 def _subparser(name: str, description: str) -> MagicArgumentParser:
     return MagicArgumentParser(prog=f"%clarifai {name}", description=description, add_help=False)
 
@@ -148,17 +156,17 @@ class LineCommands:
                 f"The server did not list its models ({reason}), so this is the built-in "
                 "capability table only. Any model URL still works with -m."
             )
-        rows = [
-            "| model | alias | listed | image | tools | tool streaming |",
-            "|---|---|---|---|---|---|",
-        ]
+        rows = []
+        mark = {True: "✅", False: "—", None: "?"}
         for info in merge_model_list(listed, self.session.settings.aliases):
             caps = info.capabilities
             flags = (caps.image_input, caps.tools, caps.tool_streaming) if caps else (None,) * 3
-            marks = " | ".join({True: "✅", False: "—", None: "?"}[f] for f in flags)
             listed_mark = "✅" if info.listed else ""
-            rows.append(f"| `{info.path}` | {', '.join(info.aliases)} | {listed_mark} | {marks} |")
-        self._print_markdown(("\n\n" + note + "\n\n" if note else "") + "\n".join(rows))
+            rows.append(
+                [f"`{info.path}`", ", ".join(info.aliases), listed_mark, *map(mark.get, flags)]
+            )
+        header = ["model", "alias", "listed", "image", "tools", "tool streaming"]
+        self._print_markdown((f"{note}\n\n" if note else "") + markdown_table(header, rows))
 
     def cmd_alias(self, rest: str) -> None:
         """NAME MODEL | --remove NAME | (no args: list aliases)."""
@@ -241,13 +249,12 @@ class LineCommands:
 
     def cmd_chats(self, rest: str) -> None:
         """List this notebook's conversations."""
-        rows = ["| conversation | messages | last used | system prompt |", "|---|---|---|---|"]
-        for chat in self.session.store.chats(self.session.notebook_key()):
-            system = (chat.system_prompt or "").replace("|", "\\|")[:60]
-            rows.append(
-                f"| {chat.name} | {chat.message_count} | {_when(chat.last_used)} | {system} |"
-            )
-        self._print_markdown("\n".join(rows) if len(rows) > 2 else "No conversations yet.")
+        rows = [
+            [chat.name, chat.message_count, _when(chat.last_used), (chat.system_prompt or "")[:60]]
+            for chat in self.session.store.chats(self.session.notebook_key())
+        ]
+        header = ["conversation", "messages", "last used", "system prompt"]
+        self._print_markdown(markdown_table(header, rows) if rows else "No conversations yet.")
 
     def cmd_fork(self, rest: str) -> None:
         """NEW [--from NAME] [--notebook KEY]: copy a conversation under a new name."""
@@ -270,15 +277,21 @@ class LineCommands:
     def cmd_notebooks(self, rest: str) -> None:
         """Every notebook with stored conversations (to find one that was renamed)."""
         here = self.session.notebook_key()
-        rows = ["| notebook | conversations | messages | last used |", "|---|---|---|---|"]
-        for nb in self.session.store.notebooks():
-            mark = " *(this one)*" if nb.notebook_key == here else ""
-            rows.append(
-                f"| `{nb.notebook_key}`{mark} | {nb.conversation_count} | {nb.message_count} | "
-                f"{_when(nb.last_used)} |"
-            )
-        hint = "\n\nTo bring a conversation over: `%clarifai fork NEW --from NAME --notebook KEY`."
-        self._print_markdown("\n".join(rows) + hint if len(rows) > 2 else "No conversations yet.")
+        rows = [
+            [
+                f"`{nb.notebook_key}`" + (" *(this one)*" if nb.notebook_key == here else ""),
+                nb.conversation_count,
+                nb.message_count,
+                _when(nb.last_used),
+            ]
+            for nb in self.session.store.notebooks()
+        ]
+        if not rows:
+            self._print_markdown("No conversations yet.")
+            return
+        header = ["notebook", "conversations", "messages", "last used"]
+        hint = "To bring a conversation over: `%clarifai fork NEW --from NAME --notebook KEY`."
+        self._print_markdown(markdown_table(header, rows) + "\n\n" + hint)
 
     def cmd_chat(self, rest: str) -> None:
         """[NAME] [-m MODEL] [--tools f,g]: a chat panel on a conversation of this notebook."""
@@ -299,13 +312,17 @@ class LineCommands:
 
     def cmd_usage(self, rest: str) -> None:
         """Tokens used per conversation and model."""
-        rows = ["| conversation | model | tokens in | tokens out |", "|---|---|---|---|"]
-        for row in self.session.store.usage(self.session.notebook_key()):
-            rows.append(
-                f"| {row.conversation} | `{short_path(row.model or '?')}` | "
-                f"{row.prompt_tokens or 0} | {row.completion_tokens or 0} |"
-            )
-        self._print_markdown("\n".join(rows) if len(rows) > 2 else "No usage recorded yet.")
+        rows = [
+            [
+                row.conversation,
+                f"`{short_path(row.model or '?')}`",
+                row.prompt_tokens or 0,
+                row.completion_tokens or 0,
+            ]
+            for row in self.session.store.usage(self.session.notebook_key())
+        ]
+        header = ["conversation", "model", "tokens in", "tokens out"]
+        self._print_markdown(markdown_table(header, rows) if rows else "No usage recorded yet.")
 
     def _print_markdown(self, text: str) -> None:
         if self.display_mode == "cell" or (self.display_mode == "auto" and self._in_notebook()):

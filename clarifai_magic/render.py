@@ -33,11 +33,11 @@ class FrameBudget:
     def __init__(self, min_interval: float, bytes_per_second: float | None = None) -> None:
         self.min_interval = min_interval
         self.bytes_per_second = bytes_per_second
-        self.interval = min_interval
         self.next_at = 0.0
 
-    def ready(self) -> bool:
-        return time.monotonic() >= self.next_at
+    def allows(self, final: bool = False, force: bool = False) -> bool:
+        """Draw now? Always for the final frame and a forced one, else when the time has come."""
+        return final or force or time.monotonic() >= self.next_at
 
     def drew(self, size: int = 0) -> None:
         interval = self.min_interval
@@ -186,7 +186,7 @@ class CellView:
         return {"text/markdown": markdown, "text/plain": plain or markdown}
 
     def show(self, transcript: Transcript, final: bool = False, force: bool = False) -> None:
-        if not (final or force or self.budget.ready()):
+        if not self.budget.allows(final, force):
             return
         markdown = transcript_markdown(transcript, final=final, fmt=self.fmt)
         # Frontends show text/plain only where Markdown can't render; while streaming a short
@@ -218,7 +218,7 @@ class TerminalView:
             self._printed[key] = len(text)
 
     def show(self, transcript: Transcript, final: bool = False, force: bool = False) -> None:
-        if not (final or force or self.budget.ready()):
+        if not self.budget.allows(final, force):
             return
         if transcript.waiting and transcript.waiting != self._waiting_shown:
             self.out.write(f"[waiting] {transcript.waiting}\n")

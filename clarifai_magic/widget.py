@@ -38,7 +38,7 @@ class PanelView:
         self.budget = FrameBudget(1 / MAX_UPDATES_PER_SECOND, BYTES_PER_SECOND)
 
     def show(self, transcript: Transcript, final: bool = False, force: bool = False) -> None:
-        if not (final or force or self.budget.ready()):
+        if not self.budget.allows(final, force):
             return
         markdown = MODEL_LABEL + transcript_markdown(transcript, final=final)
         # Setting the trait sends one comm message; unlike `with out:` it is thread-safe.

@@ -128,12 +128,48 @@ def _from_context(context: Mapping[str, Any], *keys: str, environ: Mapping[str, 
     return None
 
 
-def redact(text: str, secret: Secret | None) -> str:
-    """Remove a secret from text that is about to be shown or stored.
+# Shorter values are not real PATs or API keys, and replacing them would mangle ordinary words.
+MIN_SECRET_CHARS = 8
+# A streamed tail this long that could be the start of a secret is held back from the screen.
+MIN_HELD_PREFIX = 4
 
-    Very short values are left alone: they are not real PATs, and replacing them would mangle
-    ordinary words.
+
+def redact(text: str, secret: Secret | None) -> str:
+    """Remove a secret from text that is about to be shown or stored."""
+    return Redactor([secret] if secret else []).redact(text)
+
+
+class Redactor:
+    """Scrubs secret values (the PAT, ``%config``-declared secrets) from untrusted text.
+
+    An endpoint can echo the PAT it was sent, and a tool's error can contain a key: whatever is
+    shown, stored, sent back to the model or put in ``--out`` passes through :meth:`redact`.
     """
-    if secret and len(secret.reveal()) >= 8 and secret.reveal() in text:
-        return text.replace(secret.reveal(), "********")
-    return text
+
+    MASK = "********"
+
+    def __init__(self, secrets: list[Secret] | tuple[Secret, ...] = ()) -> None:
+        values = {s.reveal() for s in secrets if s and len(s.reveal()) >= MIN_SECRET_CHARS}
+        # Longest first, so a secret that contains another is masked whole.
+        self._values = sorted(values, key=len, reverse=True)
+        self.longest = len(self._values[0]) if self._values else 0
+
+    def __bool__(self) -> bool:
+        return bool(self._values)
+
+    def __repr__(self) -> str:
+        return f"Redactor({len(self._values)} secrets)"
+
+    def redact(self, text: str) -> str:
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, self.MASK)
+        return text
+
+    def holds_prefix(self, text: str) -> bool:
+        """Does ``text`` end with the beginning of a secret (so the next chunk may finish it)?"""
+        for value in self._values:
+            for size in range(min(len(value) - 1, len(text)), MIN_HELD_PREFIX - 1, -1):
+                if text.endswith(value[:size]):
+                    return True
+        return False

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .client import (
     DEFAULT_MAX_RETRIES,
@@ -27,7 +27,7 @@ from .client import (
     retry_reason,
     status_of,
 )
-from .config import Credentials
+from .config import Credentials, Redactor
 from .stream import StreamAccumulator, ToolCall, Usage
 
 if TYPE_CHECKING:
@@ -38,6 +38,29 @@ if TYPE_CHECKING:
 DEFAULT_MAX_ROUNDS = 10
 # How often a streaming answer is saved as a partial checkpoint, so a killed kernel loses little.
 CHECKPOINT_SECONDS = 1.0
+
+TurnStatus = Literal["streaming", "running tools", "done", "interrupted", "error", "incomplete"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what an endpoint can make the kernel hold, show or store (``%config``-able).
+
+    A hostile or broken server can stream forever or ask for thousands of tool calls; each bound
+    ends the turn with a clear paragraph and keeps what arrived.
+    """
+
+    max_answer_chars: int = 1_000_000  # text + reasoning + tool calls, per response
+    max_tool_calls: int = 64  # per response
+    max_partial_chars: int = 200_000  # of an unfinished answer, in the store
+
+
+class LimitExceeded(Exception):
+    """A response passed one of the :class:`Limits`; the message is the user's paragraph."""
+
+
+class StreamIncomplete(Exception):
+    """The stream ended cleanly but without a finish reason: the answer may be cut short."""
 
 
 @dataclass
@@ -53,12 +76,15 @@ class TurnOptions:
     response_format: dict[str, Any] | None = None
     # Appended as a system message if the server rejects ``response_format``.
     response_format_fallback: str | None = None
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass
 class ToolActivity:
     call: ToolCall
     outcome: ToolOutcome | None = None
+    started: bool = False  # handed to the tool runner (so a cancel may not have stopped it)
+    is_async: bool = False  # an async tool is cancelled for sure; a sync one only told
 
 
 @dataclass
@@ -76,7 +102,7 @@ class Transcript:
     rounds: list[Round] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None
-    status: str = "streaming"  # streaming | running tools | done | interrupted | error
+    status: TurnStatus = "streaming"
     error: str | None = None
     notices: list[str] = field(default_factory=list)
     waiting: str | None = None  # e.g. "rate-limited, retrying in 4 s", while it lasts
@@ -105,7 +131,7 @@ class Transcript:
 
     @property
     def partial(self) -> bool:
-        return self.status in ("interrupted", "error")
+        return self.status in ("interrupted", "error", "incomplete")
 
 
 class TurnView(Protocol):
@@ -156,7 +182,7 @@ def _valid_json(arguments: str) -> str:
     because upstreams that translate to other providers' formats must parse it."""
     try:
         json.loads(arguments or "{}")
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # RecursionError: hostile nesting
         return "{}"
     return arguments or "{}"
 
@@ -184,13 +210,18 @@ def run_turn(
     confirm: ConfirmCallback | None = None,
     on_messages: MessagesCallback | None = None,
     cancel: threading.Event | None = None,
+    redactor: Redactor | None = None,
 ) -> Transcript:
     """Run one turn to the end (answer, error, interrupt or max rounds) and return its transcript.
 
     ``messages`` is the history to send, ending with the new user message; it is not modified.
+    ``redactor`` scrubs secrets from everything the turn shows and hands back (the PAT of
+    ``credentials`` is always among them).
     """
+    if redactor is None:
+        redactor = Redactor([credentials.pat] if credentials else [])
     turn = _Turn(client, list(messages), options, view, runner, confirm, on_messages, cancel)
-    return turn.run(credentials)
+    return turn.run(credentials, redactor)
 
 
 class _Turn:
@@ -215,17 +246,24 @@ class _Turn:
         self.confirm = confirm
         self.save = on_messages or (lambda messages, partial, usage: None)
         self.cancel = cancel
+        self.redactor = Redactor()
         self.response_format = options.response_format
         self.transcript = Transcript(model=options.model)
         self.view_failure: Exception | None = None
+        self.save_failed = False
 
-    def run(self, credentials: Credentials | None) -> Transcript:
+    def run(self, credentials: Credentials | None, redactor: Redactor) -> Transcript:
+        self.redactor = redactor
         transcript = self.transcript
         final: list[dict[str, Any]] = []
         try:
             final = self._rounds()
         except (KeyboardInterrupt, TurnInterrupted):
             transcript.status = "interrupted"
+        except LimitExceeded as exc:
+            transcript.status, transcript.error = "error", str(exc)
+        except StreamIncomplete as exc:
+            transcript.status, transcript.error = "incomplete", str(exc)
         except Exception as exc:
             transcript.status = "error"
             last = transcript.rounds[-1].stream if transcript.rounds else None
@@ -233,20 +271,47 @@ class _Turn:
             transcript.error = explain_error(
                 exc, self.options.model, credentials, mid_stream=started
             )
+        if transcript.error:
+            transcript.error = self.redactor.redact(transcript.error)
         if transcript.partial and transcript.rounds and not transcript.rounds[-1].saved:
             last = transcript.rounds[-1].stream
             if last.text:
                 # Keep what streamed, without tool calls that never got results.
-                final = [{"role": "assistant", "content": last.text}]
+                final = [{"role": "assistant", "content": self._partial_text(last)}]
         if transcript.status == "done":
             transcript.notices.extend(_finish_notices(transcript))
         transcript.ended = time.monotonic()
         if final:
-            self.save(final, transcript.partial, transcript.usage)
+            try:
+                self._save(final, transcript.partial, transcript.usage)
+            except KeyboardInterrupt:  # a second Stop while the store was busy
+                transcript.notices.append(
+                    "Stopped before the answer could be saved: it is shown here but is not "
+                    "in the conversation."
+                )
         self._draw(final=True)
         if self.view_failure is not None:
             raise self.view_failure  # a bug in the view: surface it, now that all is saved
         return transcript
+
+    def _save(self, messages: list[dict[str, Any]], partial: bool, usage: Usage | None) -> None:
+        """Hand messages to the store; a store that fails is reported once, never fatal."""
+        if self.save_failed:
+            return
+        try:
+            self.save(messages, partial, usage)
+        except Exception as exc:
+            self.save_failed = True
+            self.transcript.notices.append(
+                "The answer is shown here but could not be saved to the conversation: "
+                + self.redactor.redact(str(exc))
+            )
+
+    def _partial_text(self, stream: StreamAccumulator) -> str:
+        text, limit = stream.text, self.options.limits.max_partial_chars
+        if len(text) <= limit:
+            return text
+        return text[:limit] + f"\n\n[… {len(text) - limit} more characters were not stored]"
 
     def _rounds(self) -> list[dict[str, Any]]:
         """Stream rounds and run tools until an answer without tool calls; return its message."""
@@ -310,33 +375,74 @@ class _Turn:
         accumulator = round_.stream
         if not stream:
             accumulator.feed_completion(self._create(kwargs))
+            accumulator.redact_all(self.redactor.redact)
+            self._check_limits(accumulator)
             self._draw()
             return
         response = self._create(kwargs)
         checkpoint_at = time.monotonic() + CHECKPOINT_SECONDS
+        redact = self.redactor.redact if self.redactor else None
         try:
             for chunk in response:
+                before = accumulator.size
                 accumulator.feed(chunk)
                 if accumulator.error:
                     raise ModelStreamError(accumulator.error)
+                if redact is not None:
+                    window = accumulator.size - before + self.redactor.longest
+                    accumulator.scrub(redact, window)
+                self._check_limits(accumulator)
                 if self.cancel is not None and self.cancel.is_set():
                     raise TurnInterrupted
                 self._draw()
                 if time.monotonic() >= checkpoint_at and accumulator.text:
                     checkpoint_at = time.monotonic() + CHECKPOINT_SECONDS
-                    self.save([{"role": "assistant", "content": accumulator.text}], True, None)
+                    message = {"role": "assistant", "content": self._partial_text(accumulator)}
+                    self._save([message], True, None)
         finally:
             response.close()
             accumulator.finish()
+            accumulator.redact_all(self.redactor.redact)
+        if accumulator.finish_reason is None:
+            raise StreamIncomplete(
+                "The connection ended before the model said it had finished (no finish "
+                "reason), so the answer may be cut short. What arrived is shown and kept, "
+                "marked partial; run the cell again for a complete answer."
+            )
+
+    def _check_limits(self, accumulator: StreamAccumulator) -> None:
+        limits = self.options.limits
+        if accumulator.size > limits.max_answer_chars:
+            raise LimitExceeded(
+                f"The response passed {limits.max_answer_chars:,} characters, the limit for one "
+                "response, so it was stopped there; what arrived is kept, marked partial. An "
+                "answer that never ends usually means a misbehaving endpoint; if you expected "
+                "one this long, raise %config ClarifaiMagics.max_answer_chars."
+            )
+        if accumulator.call_count > limits.max_tool_calls:
+            raise LimitExceeded(
+                f"The model asked for more than {limits.max_tool_calls} tool calls in one "
+                "response, the limit, so none of them were run and the turn stopped. Ask for "
+                "fewer steps at once, or raise %config ClarifaiMagics.max_tool_calls."
+            )
 
     def _draw(self, final: bool = False, force: bool = False) -> None:
         """Show the transcript; a failing view must not cost the stream or the store write."""
         if self.view_failure is not None:
             return
+        if not final and not force and self._holding_secret():
+            return  # the next chunk completes (and masks) it or proves it harmless
         try:
             self.view.show(self.transcript, final=final, force=force)
         except Exception as exc:
             self.view_failure = exc
+
+    def _holding_secret(self) -> bool:
+        """Does the streaming text end with what could be the start of a secret?"""
+        if not self.redactor or not self.transcript.rounds:
+            return False
+        text, reasoning = self.transcript.rounds[-1].stream.tail(self.redactor.longest)
+        return self.redactor.holds_prefix(text) or self.redactor.holds_prefix(reasoning)
 
     def _create(self, kwargs: dict[str, Any]) -> Any:
         """Send the request, retrying what is worth retrying and saying so while it waits."""
@@ -368,18 +474,36 @@ class _Turn:
 
     def _run_tools(self, round_: Round, calls: list[ToolCall]) -> None:
         self.transcript.status = "running tools"
-        round_.tools = [ToolActivity(call) for call in calls]
+        tools = self.options.tools
+        round_.tools = [
+            ToolActivity(call, is_async=call.name in tools and tools[call.name].is_async)
+            for call in calls
+        ]
         self._draw(force=True)
+
+        def started(index: int) -> None:
+            round_.tools[index].started = True
+
         outcomes = self.runner.run_calls(
             calls,
-            self.options.tools,
+            tools,
             confirm=self.confirm,
             max_result_chars=self.options.max_tool_result_chars,
+            cancel=self.cancel,
+            on_start=started,
         )
+        if self.cancel is not None and self.cancel.is_set():
+            raise TurnInterrupted
+        redact = self.redactor.redact
         for activity, outcome in zip(round_.tools, outcomes, strict=True):
+            # A tool's error or result may quote a key (an exception message, an env dump).
+            outcome.content = redact(outcome.content)
+            outcome.error = redact(outcome.error) if outcome.error else outcome.error
+            if outcome.traceback:
+                outcome.traceback = redact(outcome.traceback)
             activity.outcome = outcome
         new = [_assistant_message(round_), *_tool_messages(round_)]
         self.sent.extend(new)
-        self.save(new, False, None)
+        self._save(new, False, None)
         round_.saved = True
         self._draw(force=True)

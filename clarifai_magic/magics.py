@@ -19,10 +19,10 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import MagicArgumentParser
-from traitlets import Dict, Enum, Int, Unicode
+from traitlets import Dict, Enum, Int, List, Unicode
 
 from .commands import CellFailed, LineCommands, no_args, split_args
-from .engine import DEFAULT_MAX_ROUNDS, Transcript
+from .engine import DEFAULT_MAX_ROUNDS, Limits, Transcript
 from .media import DEFAULT_MAX_SIDE
 from .models import (
     ModelNameError,
@@ -165,6 +165,31 @@ class ClarifaiMagics(LineCommands, Magics):
     image_max_side = Int(
         DEFAULT_MAX_SIDE, help="Images larger than this (pixels) are downscaled."
     ).tag(config=True)
+    max_answer_chars = Int(
+        Limits.max_answer_chars,
+        min=1,
+        help="A response longer than this (text, reasoning and tool calls) is stopped there.",
+    ).tag(config=True)
+    max_tool_calls = Int(
+        Limits.max_tool_calls,
+        min=1,
+        help="A response asking for more tool calls than this ends the turn, none run.",
+    ).tag(config=True)
+    max_partial_chars = Int(
+        Limits.max_partial_chars,
+        min=1,
+        help="An unfinished answer is stored up to this many characters.",
+    ).tag(config=True)
+    max_display_chars = Int(
+        400_000,  # TODO(lead): render.DEFAULT_MAX_DISPLAY_CHARS
+        min=1000,
+        help="One display's Markdown is clipped to this, with a note; the answer is kept whole.",
+    ).tag(config=True)
+    secret_env_vars = List(
+        Unicode(),
+        help="Environment variables whose values are secrets: scrubbed like the PAT from "
+        "everything shown, stored or sent back to the model.",
+    ).tag(config=True)
 
     def __init__(self, shell: Any, session: Session | None = None) -> None:
         super().__init__(shell)
@@ -185,6 +210,12 @@ class ClarifaiMagics(LineCommands, Magics):
         settings.max_history_tokens = self.max_history_tokens
         settings.aliases = dict(self.aliases)
         settings.max_tool_result_chars = self.max_tool_result_chars
+        settings.limits = Limits(
+            max_answer_chars=self.max_answer_chars,
+            max_tool_calls=self.max_tool_calls,
+            max_partial_chars=self.max_partial_chars,
+        )
+        settings.secret_env_vars = tuple(self.secret_env_vars)
 
     # -- the magic ------------------------------------------------------------------------
     @no_var_expand  # {braces} and $names are ours to fill (or not), never IPython's
@@ -206,6 +237,9 @@ class ClarifaiMagics(LineCommands, Magics):
             self._ask(args, prompt)
         except (SessionError, ModelNameError, StoreError) as exc:
             raise CellFailed(str(exc)) from None
+        except KeyboardInterrupt:
+            # Outside the stream (waiting for the store, reading an image): nothing was lost.
+            raise CellFailed("Interrupted before the question was sent.") from None
         finally:
             notice = self.session.pop_store_notice()
             if notice:
@@ -250,7 +284,7 @@ class ClarifaiMagics(LineCommands, Magics):
         # which already holds the full explanation and whatever streamed.
         if transcript.status == "interrupted":
             raise CellFailed("Interrupted: the partial answer above is kept.")
-        if transcript.status == "error":
+        if transcript.status in ("error", "incomplete"):
             raise CellFailed("The answer above is incomplete: see the message at its end.")
         self._after(args, transcript, schema)
 

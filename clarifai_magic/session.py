@@ -9,6 +9,7 @@ IPython here: the user namespace and the notebook key are handed in.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -17,8 +18,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .client import DEFAULT_MAX_RETRIES
-from .config import NO_PAT_MESSAGE, Credentials, Secret, find_credentials
-from .engine import DEFAULT_MAX_ROUNDS, ConfirmCallback, Transcript, TurnOptions, TurnView, run_turn
+from .config import NO_PAT_MESSAGE, Credentials, Redactor, Secret, find_credentials
+from .engine import (
+    DEFAULT_MAX_ROUNDS,
+    ConfirmCallback,
+    Limits,
+    Transcript,
+    TurnOptions,
+    TurnView,
+    run_turn,
+)
 from .models import DEFAULT_MODEL, capabilities, resolve_model
 
 if TYPE_CHECKING:
@@ -60,6 +69,9 @@ class Settings:
     max_retries: int = DEFAULT_MAX_RETRIES
     max_tool_result_chars: int | None = None
     aliases: dict[str, str] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+    # Environment variables whose values are secrets like the PAT: scrubbed wherever it is.
+    secret_env_vars: tuple[str, ...] = ()
 
 
 class Session:
@@ -135,6 +147,16 @@ class Session:
         """A one-time warning from the store (e.g. a corrupt database was moved aside)."""
         return self._store.pop_notice() if self._store is not None else None
 
+    def redactor(self, creds: Credentials | None = None) -> Redactor:
+        """Scrubs the PAT and the values of ``secret_env_vars`` from untrusted text."""
+        env = os.environ if self.environ is None else self.environ
+        secrets = [Secret(env.get(name, "")) for name in self.settings.secret_env_vars]
+        if creds is not None:
+            secrets.append(creds.pat)
+        if self.login_pat is not None:
+            secrets.append(self.login_pat)
+        return Redactor(secrets)
+
     def resolve_model(self, name: str | None) -> str:
         env = os.environ if self.environ is None else self.environ
         chosen = name or self.settings.default_model or env.get("CLARIFAI_MODEL") or DEFAULT_MODEL
@@ -172,6 +194,8 @@ class Session:
         model = self.resolve_model(ask.model)
         creds = self.credentials()
         client = self.client(creds)
+        redactor = self.redactor(creds)
+        ask.content = _redact_content(ask.content, redactor)
         caps = capabilities(model)
         conv = None
         if ask.use_history:
@@ -186,14 +210,18 @@ class Session:
         # exchange, so another kernel writing meanwhile can't come between them.
         exchange = self.store.append(conv, [messages[-1]], model=model) if conv else None
 
-        saved: list[bool] = []
+        saved: list[bool] = []  # one True per write that landed, one False if one failed
 
         def save(new: list[dict[str, Any]], partial: bool, usage: Any) -> None:
             if conv is not None:
                 counts = (usage.prompt_tokens, usage.completion_tokens) if usage else None
-                self.store.append(
-                    conv, new, exchange=exchange, partial=partial, model=model, usage=counts
-                )
+                try:
+                    self.store.append(
+                        conv, new, exchange=exchange, partial=partial, model=model, usage=counts
+                    )
+                except BaseException:
+                    saved.append(False)
+                    raise
                 saved.append(True)
 
         options = TurnOptions(
@@ -207,6 +235,7 @@ class Session:
             tool_streaming=caps.tool_streaming if caps else True,
             response_format=ask.response_format,
             response_format_fallback=ask.response_format_fallback,
+            limits=self.settings.limits,
         )
         transcript = run_turn(
             client,
@@ -218,10 +247,15 @@ class Session:
             confirm=confirm,
             on_messages=save,
             cancel=cancel,
+            redactor=redactor,
         )
-        if conv is not None and exchange is not None and transcript.partial and not saved:
-            # Nothing came back: forget the question, or re-running the cell would send it twice.
-            self.store.drop_exchange(conv, exchange)
+        if conv is not None and exchange is not None:
+            nothing_back = transcript.partial and not any(saved)
+            if nothing_back or False in saved:
+                # No answer (or only part of one) reached the store: forget the question, or
+                # re-running the cell would send it twice, the second time without its answer.
+                with contextlib.suppress(Exception):
+                    self.store.drop_exchange(conv, exchange)
         return transcript
 
     def close(self) -> None:
@@ -232,3 +266,17 @@ class Session:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+def _redact_content(content: Any, redactor: Redactor) -> Any:
+    """A question with secrets masked in its text (an interpolated key, a pasted PAT)."""
+    if not redactor:
+        return content
+    if isinstance(content, str):
+        return redactor.redact(content)
+    return [
+        {**part, "text": redactor.redact(part["text"])}
+        if part.get("type") == "text" and isinstance(part.get("text"), str)
+        else part
+        for part in content
+    ]

@@ -11,6 +11,7 @@ arrive as a chunk with ``code``/``description`` fields.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,10 +107,16 @@ class StreamAccumulator:
         self._text: list[str] = []
         self._reasoning: list[str] = []
         self._calls: dict[int, ToolCall] = {}
+        # Argument fragments not yet joined into their call: ``+=`` per fragment on a str
+        # attribute copies the whole string each time, quadratic on a hostile stream.
+        self._fragments: dict[int, list[str]] = {}
         self._think = _ThinkSplitter()
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
         self.error: str | None = None
+        # Characters received (text, reasoning, tool-call names and arguments): what the engine
+        # bounds, kept as a counter because joining the pieces per chunk would be quadratic.
+        self.size = 0
 
     @property
     def text(self) -> str:
@@ -121,7 +128,51 @@ class StreamAccumulator:
 
     @property
     def tool_calls(self) -> list[ToolCall]:
+        for index, fragments in self._fragments.items():
+            call = self._calls[index]
+            call.arguments += "".join(fragments)
+        self._fragments.clear()
         return [self._calls[i] for i in sorted(self._calls)]
+
+    @property
+    def call_count(self) -> int:
+        return len(self._calls)
+
+    def tail(self, chars: int) -> tuple[str, str]:
+        """The last ``chars`` characters (at least) of the text and of the reasoning."""
+        return _tail(self._text, chars), _tail(self._reasoning, chars)
+
+    def scrub(self, redact: Callable[[str], str], window: int) -> None:
+        """Apply ``redact`` to the last ``window`` characters of text and reasoning, in place.
+
+        Called after each chunk with a window of the chunk's size plus the longest secret, so a
+        secret split across chunks is caught when its last piece arrives.
+        """
+        for pieces in (self._text, self._reasoning):
+            count, covered = 0, 0
+            while count < len(pieces) and covered < window:
+                count += 1
+                covered += len(pieces[-count])
+            if count:
+                tail = "".join(pieces[-count:])
+                clean = redact(tail)
+                if clean != tail or count > 1:
+                    pieces[-count:] = [clean]  # also merges pieces: later tails join faster
+
+    def redact_all(self, redact: Callable[[str], str]) -> None:
+        """Apply ``redact`` to everything received, tool calls included (once, at the end)."""
+        for pieces in (self._text, self._reasoning):
+            if pieces:
+                pieces[:] = [redact("".join(pieces))]
+        for call in self.tool_calls:
+            call.arguments = redact(call.arguments)
+            call.name = redact(call.name)
+
+    def clip(self, chars: int) -> None:
+        """Keep at most ``chars`` characters of text (the head), e.g. for a stored partial."""
+        text = self.text
+        if len(text) > chars:
+            self._text[:] = [text[:chars]]
 
     def feed(self, chunk: Any) -> None:
         choices = _get(chunk, "choices")
@@ -163,10 +214,12 @@ class StreamAccumulator:
 
     def _feed_delta(self, delta: Any) -> None:
         reasoning = _get(delta, "reasoning_content") or _get(delta, "reasoning")
-        if reasoning:
+        if isinstance(reasoning, str) and reasoning:
             self._reasoning.append(reasoning)
+            self.size += len(reasoning)
         content = _get(delta, "content")
-        if content:
+        if isinstance(content, str) and content:
+            self.size += len(content)
             for is_reasoning, piece in self._think.feed(content):
                 (self._reasoning if is_reasoning else self._text).append(piece)
         for call in _get(delta, "tool_calls") or ():
@@ -185,5 +238,16 @@ class StreamAccumulator:
             self._calls[index] = call
         elif name and not call.name:
             call.name = name
-        if fragment:
-            call.arguments += fragment
+        if isinstance(name, str):
+            self.size += len(name)
+        if isinstance(fragment, str) and fragment:
+            self.size += len(fragment)
+            self._fragments.setdefault(index, []).append(fragment)
+
+
+def _tail(pieces: list[str], chars: int) -> str:
+    count, covered = 0, 0
+    while count < len(pieces) and covered < chars:
+        count += 1
+        covered += len(pieces[-count])
+    return "".join(pieces[-count:]) if count else ""

@@ -422,7 +422,7 @@ def test_reasoning_shows_code_as_written_and_cannot_close_the_section(
 
 
 def test_empty_and_cut_off_answers_are_explained(shell: Any, server: OfflineServer) -> None:
-    server.enqueue(raw([]))
+    server.enqueue(text("", finish_reason="stop"))
     assert "The model sent no text." in final_markdown(run(shell, "%%clarifai\nq"))
     server.enqueue(text("It was the best of", finish_reason="length"))
     assert "raise --max-tokens" in final_markdown(run(shell, "%%clarifai\nq"))

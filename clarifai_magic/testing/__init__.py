@@ -2,13 +2,14 @@
 
 Used by the test suite, the benchmarks and ``clarifai-magic demo``. Queue :class:`Script` s built
 with :func:`text`, :func:`tool_calls`, :func:`http_error`, :func:`mid_stream_error`,
-:func:`drop` or :func:`raw`; each answers one chat request over real HTTP.
+:func:`drop`, :func:`endless` or :func:`raw`; each answers one chat request over real HTTP.
 """
 
 from .scripts import (
     Script,
     drop,
     echo_reply,
+    endless,
     http_error,
     mid_stream_error,
     raw,
@@ -24,6 +25,7 @@ __all__ = [
     "Script",
     "drop",
     "echo_reply",
+    "endless",
     "http_error",
     "mid_stream_error",
     "raw",

@@ -53,6 +53,10 @@ class Script:
     usage_on: UsageOn = "final"
     # What usage="auto" reports as completion tokens: the number of streamed pieces.
     completion_units: int = 0
+    # A hostile server: after ``events``, send ``flood_event`` over and over, as fast as the
+    # client reads, for up to ``flood`` seconds (bounded so that no test can hang on it).
+    flood: float = 0.0
+    flood_event: dict[str, Any] | None = None
 
     @property
     def streamed(self) -> bool:
@@ -400,3 +404,15 @@ def echo_reply(request: dict[str, Any]) -> Script:
         "This answer comes from the offline test server; no model was called."
     )
     return text_pieces(split_words(reply))
+
+
+def endless(piece: str = "spam ", *, seconds: float = 30.0, reasoning: bool = False) -> Script:
+    """A stream that never finishes on its own: ``piece`` again and again for ``seconds``."""
+    key = "reasoning_content" if reasoning else "content"
+    return Script(
+        events=_role_events(role_first=True, empty_first=False),
+        flood=seconds,
+        flood_event=chunk({key: piece * max(1, 4096 // max(1, len(piece)))}),
+        done=False,
+        usage=None,
+    )

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -318,7 +318,12 @@ class _Handler(BaseHTTPRequestHandler):
         response_id = f"chatcmpl-offline{owner._next_id():06d}"
         created = int(time.time())
         if request.get("stream") is True:
-            self._stream(script, render_events(script, request, response_id, created))
+            events = render_events(script, request, response_id, created)
+            flood = None
+            if script.flood > 0 and script.flood_event is not None:
+                one = replace(script, events=[script.flood_event], usage=None, done=False)
+                flood = b"".join(render_events(one, request, response_id, created) * 64)
+            self._stream(script, events, flood)
         elif script.drop:
             self._abort()
         else:
@@ -328,7 +333,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, body = completion_body(script, request, response_id, created)
             self._send_body(status, body, script.headers)
 
-    def _stream(self, script: Script, events: list[bytes]) -> None:
+    def _stream(self, script: Script, events: list[bytes], flood: bytes | None = None) -> None:
         chunked = self.request_version != "HTTP/1.0"
         self.send_response(script.status)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
@@ -349,15 +354,24 @@ class _Handler(BaseHTTPRequestHandler):
             if script.delay <= 0 and script.delay_first <= 0:
                 # The fast path: the whole stream in one write.
                 data = b"".join(events)
-                self.wfile.write((frame(data) if data else b"") + ending)
+                self.wfile.write(
+                    (frame(data) if data else b"") + (ending if flood is None else b"")
+                )
+                if flood is None:
+                    ending = b""
             else:
                 for i, event in enumerate(events):
                     if not self._wait(script.delay_first if i == 0 else script.delay):
                         self._abort()
                         return
                     self.wfile.write(frame(event))
-                if ending:
-                    self.wfile.write(ending)
+            if flood is not None:
+                deadline = time.monotonic() + script.flood
+                stopping = self.server.owner._stopping
+                while time.monotonic() < deadline and not stopping.is_set():
+                    self.wfile.write(frame(flood))
+            if ending:
+                self.wfile.write(ending)
         except OSError:  # the client went away (interrupt, closed stream)
             self.close_connection = True
             return

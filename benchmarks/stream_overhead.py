@@ -49,6 +49,8 @@ CHUNK_CHARS = 4  # about one token of English
 FAST_CHUNKS = 20_000
 REAL_CHUNKS = 3_000
 QUICK_REAL_CHUNKS = 1_000
+# --smoke: tiny sizes, so the test suite can run the whole benchmark and it cannot rot.
+SMOKE_FAST_CHUNKS, SMOKE_REAL_CHUNKS = 300, 30
 REAL_DELAY = 0.015
 PROMPT = "Write a long Markdown answer with sections, lists, tables and code."
 RAW_MODEL = "gpt-4o"
@@ -359,9 +361,12 @@ def benchmark(args: argparse.Namespace, command: str) -> Results:
     import openai
 
     real_chunks = QUICK_REAL_CHUNKS if args.quick else REAL_CHUNKS
-    fast_content = make_answer(FAST_CHUNKS * CHUNK_CHARS)
+    fast_chunks = FAST_CHUNKS
+    if args.smoke:
+        fast_chunks, real_chunks = SMOKE_FAST_CHUNKS, SMOKE_REAL_CHUNKS
+    fast_content = make_answer(fast_chunks * CHUNK_CHARS)
     real_content = make_answer(real_chunks * CHUNK_CHARS)
-    fast, fast_script = stream_case(fast_content, FAST_CHUNKS, 0.0)
+    fast, fast_script = stream_case(fast_content, fast_chunks, 0.0)
     real, real_script = stream_case(real_content, real_chunks, REAL_DELAY)
     fast_sha = hashlib.sha256(fast_content.encode()).hexdigest()
     real_sha = hashlib.sha256(real_content.encode()).hexdigest()
@@ -405,7 +410,7 @@ def benchmark(args: argparse.Namespace, command: str) -> Results:
 
             sides = ("raw", "magic", "magic_history")
             progress(
-                f"fast stream: {FAST_CHUNKS} chunks, a warm-up then {args.reps} runs of {sides}"
+                f"fast stream: {fast_chunks} chunks, a warm-up then {args.reps} runs of {sides}"
             )
             for side in sides:
                 run_cell(kernel, srv, side, fast_script, fast_sha)
@@ -557,6 +562,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="realistic case with 1,000 chunks, 3 reps"
     )
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes, one rep: checks that it still runs"
+    )
     parser.add_argument("--reps", type=int, help="runs of each side on the fast stream (default 5)")
     parser.add_argument(
         "--json", metavar="PATH", help="also write every figure as JSON ('-': stdout)"
@@ -572,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.reps is None:
-        args.reps = 3 if args.quick else 5
+        args.reps = 1 if args.smoke else 3 if args.quick else 5
     command = " ".join(["python", *map(shlex.quote, [os.path.relpath(sys.argv[0]), *sys.argv[1:]])])
     started = time.monotonic()
     results = benchmark(args, command)

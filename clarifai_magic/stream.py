@@ -156,8 +156,8 @@ class StreamAccumulator:
             if count:
                 tail = "".join(pieces[-count:])
                 clean = redact(tail)
-                if clean != tail or count > 1:
-                    pieces[-count:] = [clean]  # also merges pieces: later tails join faster
+                if clean != tail:
+                    pieces[-count:] = [clean]
 
     def redact_all(self, redact: Callable[[str], str]) -> None:
         """Apply ``redact`` to everything received, tool calls included (once, at the end)."""

@@ -5,6 +5,11 @@ widget messages on a kernel subshell (ipykernel >= 7 with JupyterLab >= 4.4 / No
 default ``commsOverSubshells`` does so). Elsewhere (VS Code, older frontends) the click would wait
 behind the running cell, so the text prompt is used instead. The wait for a click is bounded, and
 the stop button ends it.
+
+The arguments come from the model, so the question shows them as JSON with every control, bidi,
+zero-width and line-separator character written as an escape (``\u202e``), at most
+:data:`MAX_SHOWN_CHARS` characters of each and :data:`MAX_SHOWN_ARGS` of them, saying how much
+was left out; the button label is HTML-escaped as well.
 """
 
 from __future__ import annotations
@@ -12,15 +17,60 @@ from __future__ import annotations
 import html
 import json
 import threading
+import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
 
 BUTTON_TIMEOUT = 300.0
+MAX_SHOWN_CHARS = 1000  # of each argument's JSON in the question
+MAX_SHOWN_ARGS = 20
+# Control, format (bidi overrides, zero-width, tags), line and paragraph separator characters.
+_HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def _visible(text: str) -> str:
+    """``text`` with every control, format (bidi, zero-width) and line-separator character escaped.
+
+    A model's arguments could otherwise reorder or hide what the prompt shows (U+202E flips the
+    rest of the line), so the user would approve something other than what runs.
+    """
+    out = []
+    for char in text:
+        if char in "\n\t\r":
+            out.append(repr(char)[1:-1])
+        elif unicodedata.category(char) in _HIDDEN:
+            code = ord(char)
+            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _bounded(text: str, limit: int) -> str:
+    """At most ``limit`` characters of ``text``, made visible, saying how many more were cut.
+
+    The user is told that something is hidden, and can refuse what they cannot read.
+    """
+    shown = _visible(text[:limit])
+    if len(text) <= limit:
+        return shown
+    return f"{shown}… ({len(text) - limit:,} more characters not shown)"
+
+
+def _shown(value: Any) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=repr)
+    except (ValueError, TypeError, RecursionError):  # a cycle, or nested beyond what json walks
+        return "(cannot be shown)"
+    return _bounded(text, MAX_SHOWN_CHARS)
 
 
 def _question(tool: Any, arguments: Mapping[str, Any]) -> str:
-    shown = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in arguments.items())
-    return f"Run {tool.name}({shown})?"
+    items = list(arguments.items())
+    shown = ", ".join(f"{_bounded(str(k), 100)}={_shown(v)}" for k, v in items[:MAX_SHOWN_ARGS])
+    if len(items) > MAX_SHOWN_ARGS:
+        shown += f", … ({len(items) - MAX_SHOWN_ARGS:,} more arguments not shown)"
+    return f"Run {_bounded(tool.name, 100)}({shown})?"
 
 
 def ask_with_input(tool: Any, arguments: dict[str, Any]) -> bool:

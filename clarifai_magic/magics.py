@@ -23,7 +23,7 @@ from traitlets import Dict, Enum, Int, List, Unicode
 
 from .commands import CellFailed, LineCommands, no_args, split_args
 from .engine import DEFAULT_MAX_ROUNDS, Limits, Transcript
-from .media import DEFAULT_MAX_SIDE
+from .media import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE
 from .models import (
     ModelNameError,
     capabilities,
@@ -165,6 +165,16 @@ class ClarifaiMagics(LineCommands, Magics):
     image_max_side = Int(
         DEFAULT_MAX_SIDE, help="Images larger than this (pixels) are downscaled."
     ).tag(config=True)
+    image_max_bytes = Int(
+        DEFAULT_MAX_BYTES,
+        min=1,
+        help="Image files, bytes and data: URLs larger than this are refused before they are read.",
+    ).tag(config=True)
+    image_max_pixels = Int(
+        DEFAULT_MAX_PIXELS,
+        min=1,
+        help="Images with more pixels than this are refused before they are decoded.",
+    ).tag(config=True)
     max_answer_chars = Int(
         Limits.max_answer_chars,
         min=1,
@@ -216,6 +226,7 @@ class ClarifaiMagics(LineCommands, Magics):
             max_partial_chars=self.max_partial_chars,
         )
         settings.secret_env_vars = tuple(self.secret_env_vars)
+        settings.max_display_chars = self.max_display_chars
 
     # -- the magic ------------------------------------------------------------------------
     @no_var_expand  # {braces} and $names are ours to fill (or not), never IPython's
@@ -259,7 +270,7 @@ class ClarifaiMagics(LineCommands, Magics):
         if not args.chat.strip():
             raise UsageError("--chat needs a name, e.g. --chat analysis.")
         if not args.no_interpolate:
-            prompt = interpolate(prompt, self.shell.user_ns)
+            prompt = interpolate(prompt, self.shell.user_ns, secrets=self.session.secrets())
         ask = Ask(
             content=self._content(prompt, args.image, args.model),
             model=args.model,
@@ -305,7 +316,14 @@ class ClarifaiMagics(LineCommands, Magics):
         for name in images:
             source = self.shell.user_ns.get(name, name)
             try:
-                parts.append(image_part(source, max_side=self.image_max_side))
+                parts.append(
+                    image_part(
+                        source,
+                        max_side=self.image_max_side,
+                        max_bytes=self.image_max_bytes,
+                        max_pixels=self.image_max_pixels,
+                    )
+                )
             except MediaError as exc:
                 raise SessionError(f"Could not send image {name!r}: {exc}") from None
         return user_content(prompt, parts)

@@ -4,6 +4,12 @@ Owns turning what a notebook user has at hand (a PIL image, a NumPy array, raw b
 path, an http(s) or ``data:`` URL) into ``{"type": "image_url", ...}`` parts, downscaling large
 local images first. PIL and NumPy are optional: they are imported only when an object needs them,
 so importing this module never pulls them in.
+
+Local images are bounded before any work: a file or bytes object larger than ``max_bytes`` is
+refused before it is read, and an image whose header says it has more than ``max_pixels`` pixels
+is refused before it is decoded (a small PNG can decode to gigabytes). Images within the bounds
+are decoded at a reduced scale where the format allows (JPEG), and downscaled before any mode
+conversion, so the memory they take stays close to what the decoded image needs.
 """
 
 from __future__ import annotations
@@ -11,10 +17,13 @@ from __future__ import annotations
 import base64
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 DEFAULT_MAX_SIDE = 1568
+DEFAULT_MAX_BYTES = 50_000_000
+DEFAULT_MAX_PIXELS = 50_000_000
 JPEG_QUALITY = 90
 DETAILS = ("auto", "low", "high")
 ACCEPTED_KINDS = (
@@ -30,11 +39,44 @@ _MAGIC = (
     (b"GIF89a", "image/gif"),
 )
 _KEEP_MODES = ("RGB", "RGBA", "L", "LA")
+# Modes LANCZOS resamples as they are; downscaling these first keeps later conversions small.
+_SMOOTH_MODES = ("RGB", "RGBA", "L", "LA", "CMYK", "YCbCr")
+_REDUCIBLE_MODES = ("RGB", "RGBA", "L", "LA", "CMYK", "I", "F")
 _EXIF_ORIENTATION = 0x0112
 
 
 class MediaError(ValueError):
     """An image could not be turned into a content part; the message says what to do."""
+
+
+def _size_text(n: int) -> str:
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}".replace(".0 ", " ")
+    return f"{n} bytes"
+
+
+def _check_bytes(n: int, max_bytes: int, source: str) -> None:
+    if n > max_bytes:
+        verb = "are" if source == "These bytes" else "is"
+        raise MediaError(
+            f"{source} {verb} {_size_text(n)}, over the {_size_text(max_bytes)} limit for an "
+            "image, so it was not read. Downscale or compress it first (an image the model sees "
+            "needs far less), or raise the limit with "
+            "`%config ClarifaiMagics.image_max_bytes = ...` if you mean to send it."
+        )
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int, source: str) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise MediaError(
+            f"{source} is {width}×{height} pixels ({width * height / 1e6:.0f} megapixels), over "
+            f"the {max_pixels / 1e6:g}-megapixel limit for an image, so it was not sent (decoding "
+            "and downscaling take several bytes of memory per pixel). Downscale it first, or "
+            "raise the limit with `%config ClarifaiMagics.image_max_pixels = ...` if you trust "
+            "it."
+        )
 
 
 def sniff_mime(data: bytes) -> str | None:
@@ -101,12 +143,16 @@ def _to_8bit(img: Any) -> Any:
     return img.point(lambda v: v * scale + offset).convert("L")
 
 
-def _encode(img: Any, max_side: int, lossless: bool) -> str:
-    """Downscale a PIL image (never mutating the caller's) and encode it as a data URL."""
+def _encode(img: Any, max_side: int, lossless: bool, owned: bool = False) -> str:
+    """Downscale a PIL image and encode it as a data URL.
+
+    ``owned`` says the image was opened here and may be changed in place (its pixels are then
+    decoded at a reduced scale where the format allows); a caller's image is never changed.
+    """
     from PIL import Image  # present: img came from Pillow
 
     try:
-        return _encode_decoded(img, max_side, lossless)
+        return _encode_decoded(img, max_side, lossless, owned)
     except Image.DecompressionBombError as exc:
         raise MediaError(_too_large(exc)) from None
     except OSError as exc:
@@ -124,10 +170,30 @@ def _too_large(exc: Exception) -> str:
     )
 
 
-def _encode_decoded(img: Any, max_side: int, lossless: bool) -> str:
-    from PIL import Image, ImageOps
+def _shrink(img: Any, max_side: int, owned: bool) -> Any:
+    """``img`` with its longest side at most ``max_side``: in place when owned, else a new image."""
+    from PIL import Image
 
+    if max(img.size) <= max_side:
+        return img
+    if not owned:
+        # reduce() averages blocks straight into a smaller image, so the caller's large image is
+        # never copied whole; thumbnail() then resamples from twice the target size.
+        factor = max(img.size) // (2 * max_side)
+        img = img.reduce(factor) if factor >= 2 and img.mode in _REDUCIBLE_MODES else img.copy()
+    # On an image not yet loaded this also asks JPEG for a reduced-scale decode (draft).
+    img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return img
+
+
+def _encode_decoded(img: Any, max_side: int, lossless: bool, owned: bool) -> str:
+    from PIL import ImageOps
+
+    original = img
     alpha = _has_alpha(img)
+    if img.mode in _SMOOTH_MODES:
+        # Downscaled first, so the conversions below touch only the pixels that are sent.
+        img = _shrink(img, max_side, owned)
     if img.mode in ("I", "F") or img.mode.startswith("I;16"):
         img = _to_8bit(img)
     elif img.mode not in _KEEP_MODES:
@@ -136,9 +202,7 @@ def _encode_decoded(img: Any, max_side: int, lossless: bool) -> str:
     if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:
         # Phone photos store rotation in EXIF, which re-encoding drops: apply it to the pixels.
         img = ImageOps.exif_transpose(img)
-    if max(img.size) > max_side:
-        img = img.copy()
-        img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    img = _shrink(img, max_side, owned or img is not original)
     out = io.BytesIO()
     if alpha or lossless:
         img.save(out, format="PNG", optimize=True)
@@ -180,7 +244,7 @@ def _array_to_uint8(arr: Any) -> Any:
     return np.nan_to_num(values, nan=0, posinf=255, neginf=0).clip(0, 255).astype(np.uint8)
 
 
-def _from_array(arr: Any, max_side: int) -> str:
+def _from_array(arr: Any, max_side: int, max_pixels: int) -> str:
     Image = _import_pil()
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
@@ -191,11 +255,12 @@ def _from_array(arr: Any, max_side: int) -> str:
             "A NumPy image must be shaped H×W×3 (RGB), H×W×4 (RGBA) or H×W (grayscale); "
             f"this array is {shape}."
         )
+    _check_pixels((arr.shape[1], arr.shape[0]), max_pixels, "This NumPy image")
     # Pillow infers L / RGB / RGBA from a uint8 array's shape.
     return _encode(Image.fromarray(_array_to_uint8(arr)), max_side, lossless=False)
 
 
-def _from_bytes(data: bytes, max_side: int, source: str) -> str:
+def _from_bytes(data: bytes, max_side: int, source: str, max_pixels: int) -> str:
     mime = sniff_mime(data)
     try:
         from PIL import Image, UnidentifiedImageError
@@ -208,7 +273,10 @@ def _from_bytes(data: bytes, max_side: int, source: str) -> str:
         # Without Pillow the size is unknown: send the file as it is.
         return _data_url(data, mime)
     try:
-        img = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():
+            # Pillow warns about large images on open; max_pixels below decides, with a reason.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise MediaError(_too_large(exc)) from None
     except (UnidentifiedImageError, OSError):
@@ -218,13 +286,15 @@ def _from_bytes(data: bytes, max_side: int, source: str) -> str:
             ) from None
         # A format this Pillow build cannot decode (e.g. WEBP without libwebp): let the model try.
         return _data_url(data, mime)
+    # Opening read only the header: the size is known before any pixel is decoded.
+    _check_pixels(img.size, max_pixels, source)
     if mime is not None and max(img.size) <= max_side:
         return _data_url(data, mime)
     # GIF is a lossless graphics format like PNG: JPEG would smear its flat colours and text.
-    return _encode(img, max_side, lossless=img.format in ("PNG", "GIF"))
+    return _encode(img, max_side, lossless=img.format in ("PNG", "GIF"), owned=True)
 
 
-def _from_path(path: Path, max_side: int) -> str:
+def _from_path(path: Path, max_side: int, max_bytes: int, max_pixels: int) -> str:
     path = path.expanduser()
     try:
         is_file, is_dir = path.is_file(), path.is_dir()
@@ -236,15 +306,25 @@ def _from_path(path: Path, max_side: int) -> str:
             f"The image path {str(path)!r} {what} (resolved from {str(Path.cwd())!r}). "
             "Check the path, or pass an http(s) URL or a variable holding an image."
         )
+    source = f"The file {str(path)!r}"
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            _check_bytes(os.fstat(file.fileno()).st_size, max_bytes, source)
+            # Bounded even if the file grows after the check.
+            data = file.read(max_bytes + 1)
     except OSError as exc:
         raise MediaError(f"Could not read the image file {str(path)!r}: {exc.strerror}.") from None
-    return _from_bytes(data, max_side, f"The file {str(path)!r}")
+    _check_bytes(len(data), max_bytes, source)
+    return _from_bytes(data, max_side, source, max_pixels)
 
 
 def image_part(
-    obj: Any, *, max_side: int = DEFAULT_MAX_SIDE, detail: str | None = None
+    obj: Any,
+    *,
+    max_side: int = DEFAULT_MAX_SIDE,
+    detail: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> dict[str, Any]:
     """An OpenAI ``image_url`` content part for ``obj``.
 
@@ -254,21 +334,28 @@ def image_part(
     16-bit, 32-bit integer and float images or arrays are scaled to 8 bits: 16-bit values are
     divided by 256, floats within 0-1 multiplied by 255, and other ranges beyond 0-255 stretched
     from their minimum (black) to their maximum (white).
+
+    A file or bytes object over ``max_bytes`` is refused before it is read, and an image (file,
+    bytes, PIL image or NumPy array) of more than ``max_pixels`` pixels before it is decoded.
     """
     if max_side < 1:
         raise MediaError(f"The largest image side must be at least 1 pixel; got {max_side}.")
     if detail is not None and detail not in DETAILS:
         raise MediaError(f"Image detail must be one of {', '.join(DETAILS)}; got {detail!r}.")
     if isinstance(obj, str) and obj.startswith(("http://", "https://", "data:")):
+        # A data: URL goes as it is; base64 takes 4 characters for every 3 bytes.
+        _check_bytes(len(obj) * 3 // 4, max_bytes, "This data: URL")
         url = obj
     elif isinstance(obj, (str, os.PathLike)):
-        url = _from_path(Path(obj), max_side)
+        url = _from_path(Path(obj), max_side, max_bytes, max_pixels)
     elif isinstance(obj, (bytes, bytearray, memoryview)):
-        url = _from_bytes(bytes(obj), max_side, "These bytes")
+        _check_bytes(memoryview(obj).nbytes, max_bytes, "These bytes")
+        url = _from_bytes(bytes(obj), max_side, "These bytes", max_pixels)
     elif _is_pil_image(obj):
+        _check_pixels(obj.size, max_pixels, "This PIL image")
         url = _encode(obj, max_side, lossless=obj.format in ("PNG", "GIF"))
     elif _is_ndarray(obj):
-        url = _from_array(obj, max_side)
+        url = _from_array(obj, max_side, max_pixels)
     else:
         raise MediaError(
             f"Cannot send a {type(obj).__module__}.{type(obj).__qualname__} as an image. "

@@ -70,6 +70,7 @@ class Settings:
     max_tool_result_chars: int | None = None
     aliases: dict[str, str] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
+    max_display_chars: int | None = None  # None: the view's default
     # Environment variables whose values are secrets like the PAT: scrubbed wherever it is.
     secret_env_vars: tuple[str, ...] = ()
 
@@ -147,15 +148,20 @@ class Session:
         """A one-time warning from the store (e.g. a corrupt database was moved aside)."""
         return self._store.pop_notice() if self._store is not None else None
 
-    def redactor(self, creds: Credentials | None = None) -> Redactor:
-        """Scrubs the PAT and the values of ``secret_env_vars`` from untrusted text."""
+    def secrets(self, creds: Credentials | None = None) -> list[Secret]:
+        """The PAT (given or found) and the values of ``secret_env_vars``."""
         env = os.environ if self.environ is None else self.environ
-        secrets = [Secret(env.get(name, "")) for name in self.settings.secret_env_vars]
-        if creds is not None:
-            secrets.append(creds.pat)
+        found = [Secret(env.get(name, "")) for name in self.settings.secret_env_vars]
         if self.login_pat is not None:
-            secrets.append(self.login_pat)
-        return Redactor(secrets)
+            found.append(self.login_pat)
+        creds = creds or find_credentials(self.environ, login_pat=self.login_pat)
+        if creds is not None:
+            found.append(creds.pat)
+        return found
+
+    def redactor(self, creds: Credentials | None = None) -> Redactor:
+        """Scrubs :meth:`secrets` from untrusted text."""
+        return Redactor(self.secrets(creds))
 
     def resolve_model(self, name: str | None) -> str:
         env = os.environ if self.environ is None else self.environ

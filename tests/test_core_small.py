@@ -1,12 +1,20 @@
-"""Pure pieces: prompt interpolation, model naming, credentials lookup."""
+"""Pure pieces: prompt interpolation, model naming, credentials lookup, the confirm question.
+
+The confirm question is also checked once through a real kernel's stdin, as a user sees it.
+"""
 
 from __future__ import annotations
 
+import json
+import unicodedata
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from clarifai_magic.config import NO_PAT_MESSAGE, Secret, find_credentials, redact
+from clarifai_magic.confirm import MAX_SHOWN_CHARS, ButtonConfirm, _question
 from clarifai_magic.models import (
     ModelNameError,
     capabilities,
@@ -15,6 +23,9 @@ from clarifai_magic.models import (
     resolve_model,
 )
 from clarifai_magic.prompt import extract_code, interpolate
+from clarifai_magic.testing import OfflineServer, text, tool_calls
+
+from .kernel_util import Kernel
 
 
 class Frame:
@@ -175,6 +186,74 @@ def test_api_base_copied_with_the_openai_path_is_not_doubled() -> None:
 def test_secret_never_shows_itself() -> None:
     secret = Secret("pat-123456")
     creds = find_credentials({"CLARIFAI_PAT": "pat-123456"}, Path("/nonexistent"))
-    for text in (repr(secret), str(secret), f"{secret}", repr(creds)):
-        assert "pat-123456" not in text
+    for shown in (repr(secret), str(secret), f"{secret}", repr(creds)):
+        assert "pat-123456" not in shown
     assert redact("token pat-123456 leaked", secret) == "token ******** leaked"
+
+
+# --------------------------------------------------------------------- the confirm question
+
+HIDDEN = ("Cc", "Cf", "Zl", "Zp")
+# Looks like "report.txt" on screen while the real argument deletes the home directory.
+HOSTILE = "~ -rf\u202e\u2066txt.troper\u2069\u200b\x1b[2K\u2028\x7f\u0085\U000e0041 done"
+
+
+def visible_only(shown: str) -> bool:
+    return not any(unicodedata.category(c) in HIDDEN for c in shown)
+
+
+def test_the_question_shows_control_and_bidi_characters_as_escapes() -> None:
+    question = _question(SimpleNamespace(name="rm"), {"path": HOSTILE, "force": True})
+    assert visible_only(question)
+    assert question == (
+        'Run rm(path="~ -rf\\u202e\\u2066txt.troper\\u2069\\u200b\\u001b[2K\\u2028\\u007f'
+        '\\u0085\\U000e0041 done", force=true)?'
+    )
+    # Text that merely looks like an escape stays distinguishable from a hidden character.
+    assert _question(SimpleNamespace(name="rm"), {"p": "\\u202e"}) == 'Run rm(p="\\\\u202e")?'
+
+
+def test_the_question_is_bounded_and_says_what_it_left_out() -> None:
+    arguments = {"sql": "x" * 50_000, **{f"k{i}": i for i in range(30)}}
+    question = _question(SimpleNamespace(name="run_sql"), arguments)
+    assert f"({50_002 - MAX_SHOWN_CHARS:,} more characters not shown)" in question
+    assert "(11 more arguments not shown)" in question
+    assert len(question) < 2 * MAX_SHOWN_CHARS
+
+
+def test_the_buttons_label_escapes_html_and_hidden_characters() -> None:
+    placed: list[Any] = []
+    approved = ButtonConfirm(timeout=0.1, place=placed.append)(
+        SimpleNamespace(name="rm"), {"path": "<img src=x onerror=alert(1)>" + HOSTILE}
+    )
+    assert approved is False
+    label = placed[0].children[0].value
+    assert "<img" not in label and "&lt;img src=x onerror=alert(1)&gt;" in label
+    assert visible_only(label) and "\\u202e" in label
+
+
+def test_kernel_text_prompt_shows_the_hidden_characters_and_n_refuses(
+    server: OfflineServer, kernel: Kernel
+) -> None:
+    kernel.run("%load_ext clarifai_magic\n%config ClarifaiMagics.confirm_with = 'input'")
+    kernel.run(
+        "from clarifai_magic import tool\n"
+        "removed = []\n"
+        "@tool(confirm=True)\n"
+        "def rm(path: str) -> str:\n"
+        "    removed.append(path)\n"
+        "    return 'removed'\n"
+    )
+    server.enqueue(tool_calls([("c1", "rm", json.dumps({"path": HOSTILE}))]), text("Kept it."))
+    msg_id = kernel.kc.execute("%%clarifai --tools rm\nTidy up.", allow_stdin=True)
+    request = kernel.kc.get_stdin_msg(timeout=60)
+    prompt = request["content"]["prompt"]
+    kernel.kc.input("n")
+    run = kernel.collect(msg_id)
+    assert run.reply["content"]["status"] == "ok", run.error
+    assert prompt.startswith('Run rm(path="~ -rf\\u202e\\u2066txt.troper\\u2069')
+    assert prompt.endswith("[y/N] ") and visible_only(prompt)
+    assert kernel.run("print(removed)").stdout == "[]\n"
+    assert server.chat_requests[-1].json["messages"][-1]["content"] == (
+        "The user declined to run rm."
+    )

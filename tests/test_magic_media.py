@@ -167,3 +167,16 @@ def test_image_variable_defined_in_one_cell_is_sent_from_the_next(
     parts = sent_parts(server)
     assert decode(parts[1]).size == (60, 30)
     assert "A grey rectangle." in run_.last_markdown
+
+
+def test_an_oversized_image_file_is_refused_in_one_paragraph_before_any_request(
+    shell: Any, server: OfflineServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "scan.png"
+    with path.open("wb") as f:
+        f.write(png_bytes((8, 8)))
+        f.truncate(3 * 2**30)  # sparse: 3 GB long, no disk used
+    out = run(shell, f"%%clarifai --image {path}\nLook")
+    shown = out.stdout + out.stderr
+    assert "scan.png" in shown and "3.2 GB" in shown and "50 MB limit" in shown
+    assert "Traceback" not in shown and not server.chat_requests

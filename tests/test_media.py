@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
 import subprocess
 import sys
+import tracemalloc
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -411,3 +414,113 @@ def test_user_content_puts_text_first_then_images():
         part,
         part,
     ]
+
+
+# ---------------------------------------------------------------- bounds
+
+
+def png_bomb(side: int) -> bytes:
+    """A grayscale PNG of ``side``×``side`` black pixels, compressed row by row into ~1/1000."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body)
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    packer = zlib.compressobj(9)
+    row = bytes(side + 1)  # filter byte 0, then the pixels
+    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def peak_memory_of(code: str) -> tuple[str, int]:
+    """Run ``code`` in a fresh interpreter: what it printed, and its peak RSS growth in bytes."""
+    script = (
+        "import resource, sys\n"
+        "from clarifai_magic.media import MediaError, image_part\n"
+        "from PIL import Image\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"{code}\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(after - before)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    *printed, grown = out.stdout.strip().splitlines()
+    return "\n".join(printed), int(grown) * 1024  # ru_maxrss is in kB on Linux
+
+
+def test_a_multi_gigabyte_file_is_refused_without_being_read(tmp_path):
+    path = tmp_path / "huge.png"
+    with path.open("wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n")
+        f.truncate(3 * 2**30)  # sparse: no disk is used
+    tracemalloc.start()
+    try:
+        with pytest.raises(MediaError) as info:
+            image_part(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    message = str(info.value)
+    assert "huge.png" in message and "3.2 GB" in message and "50 MB limit" in message
+    assert "image_max_bytes" in message
+    assert peak < 1_000_000
+
+
+def test_bytes_over_the_limit_are_refused_naming_size_and_limit():
+    data = encoded(Image.new("RGB", (300, 300)), "PNG")
+    assert 100 < len(data) < 1000
+    with pytest.raises(MediaError, match=f"These bytes are {len(data)} bytes, over the 100 bytes"):
+        image_part(memoryview(data), max_bytes=100)
+    assert decode(image_part(data, max_bytes=len(data)))[1] == data
+    url = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    with pytest.raises(MediaError, match="This data: URL is 3"):
+        image_part(url, max_bytes=100)
+
+
+def test_a_small_png_that_decodes_to_169_megapixels_is_refused_before_decoding(tmp_path):
+    data = png_bomb(13_000)
+    assert len(data) < 300_000
+    path = tmp_path / "bomb.png"
+    path.write_bytes(data)
+    printed, grown = peak_memory_of(
+        f"try:\n    image_part({str(path)!r})\nexcept MediaError as exc:\n    print(exc)"
+    )
+    assert "13000×13000 pixels (169 megapixels)" in printed
+    assert "50-megapixel limit" in printed and "image_max_pixels" in printed
+    assert grown < 50_000_000  # decoding would take 169 MB
+    # The same file as bytes, or opened lazily with PIL, is refused the same way.
+    with pytest.warns(Image.DecompressionBombWarning):  # Pillow's own, on the user's open
+        lazy = Image.open(path)
+    for source in (data, lazy):
+        with pytest.raises(MediaError, match="169 megapixels"):
+            image_part(source)
+
+
+def test_a_large_allowed_jpeg_is_decoded_at_reduced_scale(tmp_path):
+    path = tmp_path / "photo.jpg"
+    Image.new("RGB", (8000, 6000), (40, 90, 200)).save(path, quality=80)
+    printed, grown = peak_memory_of(
+        "import base64, io\n"
+        f"part = image_part({str(path)!r})\n"
+        "data = base64.b64decode(part['image_url']['url'].split(',', 1)[1])\n"
+        "print(Image.open(io.BytesIO(data)).size)"
+    )
+    assert printed == "(1568, 1176)"
+    assert grown < 80_000_000  # the whole 48-megapixel image decoded would take 144 MB
+
+
+def test_numpy_arrays_and_pil_images_over_the_pixel_limit_are_refused():
+    wide = np.broadcast_to(np.zeros(1, dtype=np.uint8), (8000, 8000))  # no memory behind it
+    with pytest.raises(MediaError, match="8000×8000 pixels"):
+        image_part(wide)
+    with pytest.raises(MediaError, match="This PIL image is 300×200 pixels"):
+        image_part(Image.new("RGB", (300, 200)), max_pixels=50_000)
+    assert decode_image(image_part(Image.new("RGB", (300, 200)), max_pixels=60_000))[1].size == (
+        300,
+        200,
+    )

@@ -1,24 +1,29 @@
 """Conversations kept in SQLite, per notebook, safe across kernel restarts, crashes and kernels.
 
-One database file per user (see :func:`default_path`), opened in WAL mode with a busy timeout,
-mode 0600 in a 0700 directory, its schema built by numbered migrations recorded in a
-``_migrations`` table. Only chat messages, system prompts, model names and token counts are
-stored: never request headers or credentials.
+One database file per user (see :func:`default_path`), in WAL mode, mode 0600 in a 0700
+directory, its schema built by numbered migrations recorded in ``_migrations``. Only chat
+messages, system prompts, model names and token counts are stored: never headers or credentials.
 
-Writes are atomic groups: a user message is committed before its request goes out, and the
-answer (assistant messages with their tool calls and results) joins that message's *exchange*
-when it completes, or marked partial when it is interrupted or fails. Messages are ordered by
-exchange, so two kernels answering in one conversation at once never interleave their
-exchanges. A corrupt or unreadable database is renamed ``<name>.corrupt-<timestamp>`` and a
-fresh one started, by one kernel at a time (an OS lock on ``<name>.lock``); :attr:`Store.notice`
-then says so, once, for the user.
+A user message is committed before its request goes out; its answer joins that message's
+*exchange* (partial if interrupted or failed), and messages are ordered by exchange, so two kernels
+answering in one conversation never interleave. Every transaction rolls back on any exception,
+an interrupt included, so the write lock is never left held; another kernel's lock is waited for
+in short slices, so Stop ends the wait at once (:class:`StoreInterrupted`). Failures raise
+:class:`StoreError`, one paragraph saying what to do, and the store stays usable.
+
+Symbolic links at the file, its lock or SQLite's ``-wal``/``-shm``/``-journal`` are refused. A
+healthy database that cannot be written opens read-only; a corrupt one is renamed
+``<name>.corrupt-<timestamp>`` and a fresh one started, one kernel at a time (an OS lock on
+``<name>.lock``). :attr:`Store.notice` says either, once.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
+import stat
 import sys
 import threading
 import time
@@ -33,9 +38,17 @@ DB_NAME = "conversations.db"
 # Long enough to wait out another kernel's largest write (forking a long conversation), short
 # enough that a stuck kernel shows up as an error rather than a frozen cell.
 BUSY_TIMEOUT_S = 10.0
+# SQLite waits for a lock inside C, where Python cannot deliver an interrupt: it waits this long
+# at most per try, and Python retries until BUSY_TIMEOUT_S, so Stop works within ~0.1 s.
+_BUSY_SLICE_S = 0.05
+_RETRY_PAUSE_S = 0.02
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
-# SQLite primary result codes that mean the file is not a usable database.
-_SQLITE_READONLY, _SQLITE_CORRUPT, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 8, 11, 14, 26
+# SQLite primary result codes.
+_BUSY, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 8, 10, 11, 13, 14, 26
+# Files SQLite opens next to the database; it follows links there as at the database itself.
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # POSIX; elsewhere the lstat check stands alone
+_ELSEWHERE = " set CLARIFAI_MAGIC_HOME to another directory (on another disk if need be)"
 
 _T = TypeVar("_T")
 # (device, inode): which file a path names, to tell whether another kernel replaced it.
@@ -44,6 +57,11 @@ _FileId = tuple[int, int]
 
 class StoreError(Exception):
     """The store could not do what was asked (busy, disk full, ...); the message says why."""
+
+
+class StoreInterrupted(KeyboardInterrupt):
+    """An interrupt (the kernel's Stop) while the store waited or wrote: still a
+    ``KeyboardInterrupt``, never caught as an error; the message says the store is fine."""
 
 
 @dataclass
@@ -173,10 +191,16 @@ class Store:
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else default_path()
-        self.notice: str | None  # set with the connection, by _open
+        self.notice: str | None = None  # for the user, once: see pop_notice
+        self.readonly = False  # opened read-only: reads work, writes raise StoreError
+        self._why_readonly: tuple[str, str] = ("", "")  # (reason, the command that fixes it)
         self._lock = threading.Lock()
         self._file_id: _FileId | None = None  # the file self._db has open
-        self._db, self.notice = self._open()
+        self._waited = False  # the current operation has waited for another kernel's lock
+        try:
+            self._db, self.notice = self._open()
+        except KeyboardInterrupt:
+            raise StoreInterrupted(self._interrupted_message()) from None
 
     # -- conversations -------------------------------------------------------------------
 
@@ -298,41 +322,15 @@ class Store:
 
     def reset(self, conv: Conversation) -> int:
         """Forget the conversation's messages (its system prompt stays); returns how many."""
-
-        def op(db: sqlite3.Connection) -> int:
-            with _write(db):
-                cid = _conversation_id(db, conv, create=False)
-                if cid is None:
-                    return 0
-                n = db.execute("DELETE FROM messages WHERE conversation_id=?", (cid,)).rowcount
-                db.execute("UPDATE conversations SET updated=? WHERE id=?", (time.time(), cid))
-                return n
-
-        return self._run(op)
+        return self._delete(conv, "", {})
 
     def undo(self, conv: Conversation) -> int:
         """Drop the last exchange: the last user message and everything after it."""
-
-        def op(db: sqlite3.Connection) -> int:
-            with _write(db):
-                cid = _conversation_id(db, conv, create=False)
-                if cid is None:
-                    return 0
-                last = db.execute(
-                    "SELECT exchange, id FROM messages WHERE conversation_id=? AND role='user'"
-                    " ORDER BY exchange DESC, id DESC LIMIT 1",
-                    (cid,),
-                ).fetchone()
-                if last is None:
-                    return 0
-                n = db.execute(
-                    "DELETE FROM messages WHERE conversation_id=? AND (exchange, id) >= (?, ?)",
-                    (cid, *last),
-                ).rowcount
-                db.execute("UPDATE conversations SET updated=? WHERE id=?", (time.time(), cid))
-                return n
-
-        return self._run(op)
+        last = (
+            "(exchange, id) >= (SELECT exchange, id FROM messages WHERE conversation_id=:cid"
+            " AND role='user' ORDER BY exchange DESC, id DESC LIMIT 1)"
+        )
+        return self._delete(conv, last, {})
 
     def drop_exchange(self, conv: Conversation, exchange: int) -> int:
         """Delete one exchange (an id :meth:`append` returned); returns how many messages went.
@@ -340,18 +338,21 @@ class Store:
         For a question whose request failed before any answer came, so that the next request
         does not send it twice. Other exchanges, even ones stored after it, are untouched.
         """
+        return self._delete(conv, "exchange=:exchange", {"exchange": exchange})
+
+    def _delete(self, conv: Conversation, where: str, params: Mapping[str, Any]) -> int:
+        """Delete the conversation's messages matching ``where`` (all if empty); how many went."""
 
         def op(db: sqlite3.Connection) -> int:
             with _write(db):
                 cid = _conversation_id(db, conv, create=False)
                 if cid is None:
                     return 0
-                n = db.execute(
-                    "DELETE FROM messages WHERE conversation_id=? AND exchange=?", (cid, exchange)
-                ).rowcount
-                if n:
+                sql = "DELETE FROM messages WHERE conversation_id=:cid"
+                n = db.execute(f"{sql} AND {where}" if where else sql, {**params, "cid": cid})
+                if n.rowcount:
                     db.execute("UPDATE conversations SET updated=? WHERE id=?", (time.time(), cid))
-                return n
+                return n.rowcount
 
         return self._run(op)
 
@@ -399,48 +400,40 @@ class Store:
 
     def chats(self, notebook_key: str) -> list[ChatSummary]:
         """The notebook's conversations, most recently used first."""
-
-        def op(db: sqlite3.Connection) -> list[ChatSummary]:
-            rows = db.execute(
-                "SELECT c.name, (SELECT COUNT(*) FROM messages m WHERE m.conversation_id=c.id),"
-                " c.updated, c.system_prompt, c.model FROM conversations c"
-                " WHERE c.notebook_key=? ORDER BY c.updated DESC, c.name",
-                (notebook_key,),
-            ).fetchall()
-            return [ChatSummary(*row) for row in rows]
-
-        return self._run(op)
+        return self._select(
+            ChatSummary,
+            "SELECT c.name, (SELECT COUNT(*) FROM messages m WHERE m.conversation_id=c.id),"
+            " c.updated, c.system_prompt, c.model FROM conversations c"
+            " WHERE c.notebook_key=? ORDER BY c.updated DESC, c.name",
+            (notebook_key,),
+        )
 
     def usage(self, notebook_key: str) -> list[UsageRow]:
         """Tokens spent per conversation and model (including messages since reset or undone)."""
-
-        def op(db: sqlite3.Connection) -> list[UsageRow]:
-            rows = db.execute(
-                "SELECT c.name, u.model, COALESCE(SUM(u.prompt_tokens), 0),"
-                " COALESCE(SUM(u.completion_tokens), 0), COUNT(*)"
-                " FROM usage u JOIN conversations c ON c.id = u.conversation_id"
-                " WHERE c.notebook_key=? GROUP BY c.id, u.model ORDER BY c.name, u.model",
-                (notebook_key,),
-            ).fetchall()
-            return [UsageRow(*row) for row in rows]
-
-        return self._run(op)
+        return self._select(
+            UsageRow,
+            "SELECT c.name, u.model, COALESCE(SUM(u.prompt_tokens), 0),"
+            " COALESCE(SUM(u.completion_tokens), 0), COUNT(*)"
+            " FROM usage u JOIN conversations c ON c.id = u.conversation_id"
+            " WHERE c.notebook_key=? GROUP BY c.id, u.model ORDER BY c.name, u.model",
+            (notebook_key,),
+        )
 
     def notebooks(self) -> list[NotebookSummary]:
         """Every notebook with conversations, most recently used first (to find a renamed one)."""
+        return self._select(
+            NotebookSummary,
+            "SELECT c.notebook_key, COUNT(*), SUM((SELECT COUNT(*) FROM messages m"
+            " WHERE m.conversation_id=c.id)), MAX(c.updated) FROM conversations c"
+            " GROUP BY c.notebook_key ORDER BY MAX(c.updated) DESC",
+            (),
+        )
 
-        def op(db: sqlite3.Connection) -> list[NotebookSummary]:
-            rows = db.execute(
-                "SELECT c.notebook_key, COUNT(*), SUM((SELECT COUNT(*) FROM messages m"
-                " WHERE m.conversation_id=c.id)), MAX(c.updated) FROM conversations c"
-                " GROUP BY c.notebook_key ORDER BY MAX(c.updated) DESC",
-            ).fetchall()
-            return [NotebookSummary(*row) for row in rows]
-
-        return self._run(op)
+    def _select(self, row_type: Callable[..., _T], sql: str, params: tuple[Any, ...]) -> list[_T]:
+        return self._run(lambda db: [row_type(*row) for row in db.execute(sql, params)])
 
     def pop_notice(self) -> str | None:
-        """The pending notice for the user (a database moved aside), cleared once taken."""
+        """The pending notice for the user (a database moved aside, or read-only), once."""
         with self._lock:
             notice, self.notice = self.notice, None
             return notice
@@ -455,27 +448,103 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- running operations ------------------------------------------------------------------
+
     def _run(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``op`` under the lock; on corruption start a fresh database and run it again."""
-        with self._lock:
+        """Run ``op`` under the lock: retried while another kernel holds the write lock, on a
+        fresh database if this one turns out corrupt; any failure leaves no transaction open."""
+        try:
+            with self._lock:
+                self._waited = False
+                return self._attempt(op)
+        except KeyboardInterrupt as interrupt:
+            if isinstance(interrupt, StoreInterrupted):
+                raise
+            raise StoreInterrupted(self._interrupted_message()) from None
+
+    def _attempt(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        recovered = reopened = False
+        while True:
+            db = self._db
             try:
-                return op(self._db)
+                _settle(db)  # in case an earlier interrupt beat even the rollback
+                return op(db)
             except sqlite3.DatabaseError as error:
-                if not _is_corrupt(error):
-                    raise self._store_error(error) from error
-                self._db.close()
-                self._db, self.notice = self._recover(self._file_id, error)
-            try:
-                return op(self._db)
-            except sqlite3.DatabaseError as error:
+                code = _primary_code(error)
+                if code == _BUSY and time.monotonic() < deadline:
+                    self._waited = True
+                    time.sleep(_RETRY_PAUSE_S)
+                    continue
+                if code == _READONLY and self.readonly and not reopened:
+                    reopened = True  # made writable since? (the notice says how)
+                    if self._reopen_writable():
+                        continue
+                if _is_corrupt(error) and not recovered and not self.readonly:
+                    recovered = True
+                    # The old connection stays until a new one exists: if recovery fails (a
+                    # link planted at the lock), the next operation finds the damage again.
+                    fresh, self.notice = self._recover(self._file_id, error)
+                    self._db.close()
+                    self._db = fresh
+                    continue
                 raise self._store_error(error) from error
+            finally:
+                _settle(db)
+
+    def _reopen_writable(self) -> bool:
+        try:
+            db, _ = self._open_file()
+        except (sqlite3.DatabaseError, OSError):
+            return False
+        if self.readonly:
+            db.close()
+            return False
+        self._db.close()
+        self._db = db
+        return True
 
     def _store_error(self, error: sqlite3.DatabaseError) -> StoreError:
-        return StoreError(
-            f"The conversation store {self.path} could not be updated: {error}. If another"
-            " kernel is busy with it, try again in a moment; if the disk is full or the file is"
-            " read-only, fix that, or set CLARIFAI_MAGIC_HOME to another directory and restart"
-            " the kernel."
+        code, elsewhere = _primary_code(error), f"{_ELSEWHERE} and restart the kernel."
+        if code == _BUSY:
+            what = (
+                f"is busy: another kernel has held its write lock for over {BUSY_TIMEOUT_S:.0f}"
+                " s, so this was not saved. Run the cell again in a moment; if that keeps"
+                " happening, look for a notebook whose cell is still running or stuck, and"
+                " interrupt or restart its kernel."
+            )
+        elif code == _FULL:
+            what = (
+                "could not be updated because the disk is full, so this was not saved (nothing"
+                f" was half-written). Free some disk space and run the cell again, or{elsewhere}"
+            )
+        elif code == _READONLY:
+            reason, fix = self._why_readonly if self.readonly else _file_fix(self.path)
+            what = (
+                f"is read-only ({reason}), so this could not be saved. Make it writable (`{fix}`)"
+                f" and run the cell again (--no-history asks without saving), or{elsewhere}"
+            )
+        elif code == _IOERR:
+            what = (
+                f"could not be updated because the disk reported an error ({error}), so this was"
+                f" not saved. Check the disk and run the cell again, or{elsewhere}"
+            )
+        else:
+            what = (
+                f"could not be used: {error}. Run the cell again; if it keeps failing,{elsewhere}"
+            )
+        return StoreError(f"The conversation store {self.path} {what}")
+
+    def _interrupted_message(self) -> str:
+        if self._waited:
+            return (
+                f"Interrupted while waiting for the conversation store {self.path}, which"
+                " another kernel is writing to: nothing was saved by this step, and the store"
+                " is fine. Run the cell again when the other kernel is done."
+            )
+        return (
+            f"Interrupted while using the conversation store {self.path}: a change is saved"
+            " whole or not at all, so the store is fine. Run the cell again."
         )
 
     # -- opening, recovery -----------------------------------------------------------------
@@ -484,7 +553,7 @@ class Store:
         """Open the database file (no lock needed while all is well), else recover."""
         seen = _identity(self.path)
         try:
-            return self._open_file(), None
+            return self._open_file()
         except (sqlite3.DatabaseError, OSError) as error:
             return self._recover(seen, error)
 
@@ -505,21 +574,23 @@ class Store:
                 # else (another kernel replaced it, a permission just fixed...) is worth a retry.
                 if replaced or not _is_corrupt(cause):
                     try:
-                        return self._open_file(), self._replaced_notice() if replaced else None
+                        db, notice = self._open_file()
+                        return db, notice or (self._replaced_notice() if replaced else None)
                     except (sqlite3.DatabaseError, OSError) as error:
                         cause = error
                 if not (_is_unusable(cause) and self.path.is_file()):
                     raise cause
                 moved = _move_aside(self.path)
-                db = self._open_file()
+                db, _ = self._open_file()
         except (sqlite3.DatabaseError, OSError) as error:
             db = _connect(":memory:")
             _migrate(db)
+            self.readonly = False
             return db, (
                 f"The conversation store {self.path} could not be opened ({error}), so this"
                 " session's conversations are kept in memory only and will be lost when the"
-                " kernel stops. Check that the directory is writable, or set CLARIFAI_MAGIC_HOME"
-                " to another directory, and restart the kernel."
+                " kernel stops. Check that you can read and write it and its directory, or set"
+                " CLARIFAI_MAGIC_HOME to another directory, and restart the kernel."
             )
         if moved is None:  # someone outside our lock moved or deleted it meanwhile
             return db, self._replaced_notice()
@@ -536,37 +607,67 @@ class Store:
             " next to it): earlier conversations are not available here."
         )
 
-    def _open_file(self) -> sqlite3.Connection:
-        _make_private_dir(self.path.parent)
-        # Create the file ourselves so it is never readable by others, even for a moment.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        with suppress(OSError):  # not our file: leave its mode to its owner
-            os.chmod(self.path, 0o600)
-        file_id = _identity(self.path)
-        # Kernels opening a fresh file together can get "database is locked" at once, without
-        # the busy timeout's wait (switching to WAL, or a stale read snapshot upgrading to a
-        # write): that is contention, not damage, so wait and try again.
-        deadline = time.monotonic() + BUSY_TIMEOUT_S
-        while True:
-            db = _connect(self.path)
-            try:
-                db.execute("PRAGMA journal_mode=WAL")
-                # In WAL mode NORMAL loses nothing committed when a process dies, only on
-                # power loss.
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.execute("PRAGMA foreign_keys=ON")
-                _migrate(db)
-            except sqlite3.OperationalError as error:
-                db.close()
-                if "locked" not in str(error) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-                continue
-            except BaseException:
-                db.close()
+    def _open_file(self) -> tuple[sqlite3.Connection, str | None]:
+        """Open the file read-write, else read-only with a notice if it is healthy but can't be
+        written; never through a symbolic link."""
+        path = self.path
+        _make_private_dir(path.parent)
+        _refuse_links(path)
+        try:
+            # Create it ourselves so it is never readable by others, even for a moment.
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW, 0o600)
+        except OSError as error:
+            if error.errno == errno.ELOOP:  # a link planted since the check
+                raise _link_error(path) from None
+            if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and os.access(path, os.R_OK):
+                return self._open_readonly(*_file_fix(path))
+            raise
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and not st.st_mode & 0o222:
+                # Made read-only on purpose: honoured even where the OS would allow (root).
+                return self._open_readonly(*_file_fix(path))
+            if hasattr(os, "fchmod") and _owned(st) and stat.S_IMODE(st.st_mode) != 0o600:
+                os.fchmod(fd, 0o600)  # through our descriptor: never through a link
+        finally:
+            os.close(fd)
+        _writable_side_files(path)
+        try:
+            db = _connect_rw(path)
+        except sqlite3.DatabaseError as error:
+            if _primary_code(error) != _READONLY:
                 raise
-            self._file_id = file_id
-            return db
+            return self._open_readonly(
+                f"its directory {path.parent} is read-only", f"chmod u+w {path.parent}"
+            )
+        try:
+            _refuse_links(path)  # planted between our check and SQLite's own open?
+        except BaseException:
+            db.close()
+            raise
+        self._file_id, self.readonly = (st.st_dev, st.st_ino), False
+        return db, None
+
+    def _open_readonly(self, reason: str, fix: str) -> tuple[sqlite3.Connection, str]:
+        uri = self.path.absolute().as_uri() + "?mode=ro"
+        try:
+            db = _checked(_connect(uri, uri=True))
+        except sqlite3.DatabaseError as error:
+            # In a read-only directory SQLite cannot make the -shm file a WAL database needs;
+            # without a -wal file nothing waits to be checkpointed, so the file is all there is.
+            if _primary_code(error) not in (_READONLY, _CANTOPEN) or os.path.lexists(
+                f"{self.path}-wal"
+            ):
+                raise
+            db = _checked(_connect(uri + "&immutable=1", uri=True))
+        self._file_id, self.readonly = _identity(self.path), True
+        self._why_readonly = (reason, fix)
+        return db, (
+            f"The conversation store {self.path} is read-only ({reason}), so your conversations"
+            " are shown but nothing new is saved, and asking in a conversation fails. To save"
+            f" again, make it writable (`{fix}`) and run the cell again, or{_ELSEWHERE} and"
+            " restart the kernel."
+        )
 
 
 def _identity(path: Path) -> _FileId | None:
@@ -577,11 +678,64 @@ def _identity(path: Path) -> _FileId | None:
     return st.st_dev, st.st_ino
 
 
+def _owned(st: os.stat_result) -> bool:
+    return not hasattr(os, "geteuid") or st.st_uid == os.geteuid()
+
+
+def _file_fix(path: Path) -> tuple[str, str]:
+    return "its file mode does not allow writing", f"chmod u+w {path}"
+
+
+def _link_error(path: Path) -> StoreError:
+    try:
+        target = f" (to {os.readlink(path)})"
+    except OSError:
+        target = ""
+    return StoreError(
+        f"The conversation store refuses to use {path}: it is a symbolic link{target}, and"
+        " following it could write your conversations into a file someone else chose. Remove"
+        f" the link (`rm {path}`) if you did not make it, or set CLARIFAI_MAGIC_HOME to a"
+        " directory of your own, and run the cell again."
+    )
+
+
+def _refuse_links(path: Path, suffixes: tuple[str, ...] = _SIDE_FILES) -> None:
+    """Raise StoreError if the database or a file SQLite keeps next to it is a symbolic link."""
+    for name in (str(path), *(f"{path}{suffix}" for suffix in suffixes)):
+        with suppress(FileNotFoundError):
+            if stat.S_ISLNK(os.lstat(name).st_mode):
+                raise _link_error(Path(name))
+
+
+def _writable_side_files(path: Path) -> None:
+    """Give our -wal/-shm files back their write bit: SQLite creates them with the database's
+    mode, so a read-only session leaves them read-only, and writes would fail once it is fixed."""
+    if not hasattr(os, "fchmod"):
+        return
+    for suffix in ("-wal", "-shm"):
+        try:
+            fd = os.open(f"{path}{suffix}", os.O_RDONLY | _O_NOFOLLOW)
+        except OSError:
+            continue  # missing (SQLite makes it), or a link (refused before this)
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and _owned(st) and not st.st_mode & stat.S_IWUSR:
+                os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+
+
 @contextmanager
 def _exclusive(lock_path: Path) -> Iterator[None]:
     """Hold an OS lock on ``lock_path`` (made if missing); the OS drops it if the process dies."""
     _make_private_dir(lock_path.parent)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    _refuse_links(lock_path, ())
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW, 0o600)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise _link_error(lock_path) from None
+        raise
     try:
         if sys.platform == "win32":
             import msvcrt
@@ -620,11 +774,49 @@ def _move_aside(path: Path) -> Path | None:
     return target
 
 
-def _connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
+def _connect(path: str | os.PathLike[str], *, uri: bool = False) -> sqlite3.Connection:
     # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE in _write).
     return sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        path, timeout=_BUSY_SLICE_S, isolation_level=None, check_same_thread=False, uri=uri
     )
+
+
+def _connect_rw(path: Path) -> sqlite3.Connection:
+    # Kernels opening a fresh file together get "database is locked" (switching to WAL, a
+    # migration): that is contention, not damage, so wait and try again.
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        db = _connect(path)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL loses nothing committed when a process dies, only on power loss.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            _migrate(db)
+            return db
+        except sqlite3.OperationalError as error:
+            db.close()
+            if _primary_code(error) != _BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(_RETRY_PAUSE_S)
+        except BaseException:
+            db.close()  # which also rolls back
+            raise
+
+
+def _checked(db: sqlite3.Connection) -> sqlite3.Connection:
+    """``db`` if it holds the current schema (it is read-only: nothing can be migrated)."""
+    try:
+        done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+        missing = [m.__name__ for m in MIGRATIONS if m.__name__ not in done]
+        if missing:
+            raise sqlite3.OperationalError(
+                f"it is read-only and needs an update ({', '.join(missing)})"
+            )
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 def _make_private_dir(path: Path) -> None:
@@ -657,18 +849,36 @@ def _migrate(db: sqlite3.Connection) -> None:
             )
 
 
+def _settle(db: sqlite3.Connection) -> None:
+    """Roll back a transaction left open by an error or an interrupt, wherever it landed: an
+    open write transaction holds the lock every other kernel waits for."""
+    interrupted: KeyboardInterrupt | None = None
+    while True:
+        try:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            break
+        except KeyboardInterrupt as again:  # a second Stop: roll back first, then stop
+            interrupted = again
+        except sqlite3.Error:  # closed, or SQLite already rolled back (disk full, corruption)
+            break
+    if interrupted is not None:
+        raise interrupted
+
+
 @contextmanager
 def _write(db: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction, taking the write lock up front so it cannot fail halfway on busy."""
-    db.execute("BEGIN IMMEDIATE")
+    """A write transaction, taking the write lock up front so it cannot fail halfway on busy.
+
+    A busy lock fails at BEGIN after a short wait (the caller retries); anything raised at any
+    point, BEGIN and COMMIT included, rolls back.
+    """
     try:
+        db.execute("BEGIN IMMEDIATE")
         yield
-    except BaseException:
-        # SQLite may already have rolled back (corruption, disk full); keep the first error.
-        with suppress(sqlite3.Error):
-            db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
+        db.execute("COMMIT")
+    finally:
+        _settle(db)
 
 
 def _conversation_id(
@@ -743,28 +953,25 @@ def _primary_code(error: BaseException) -> int | None:
     if code is not None:
         return code & 0xFF
     text = str(error).lower()  # Python 3.10: only the message tells
-    if "malformed" in text:
-        return _SQLITE_CORRUPT
-    if "not a database" in text:
-        return _SQLITE_NOTADB
-    if "unable to open database" in text:
-        return _SQLITE_CANTOPEN
-    if "readonly database" in text:
-        return _SQLITE_READONLY
+    for words, code in (
+        ("malformed", _CORRUPT),
+        ("not a database", _NOTADB),
+        ("unable to open database", _CANTOPEN),
+        ("readonly database", _READONLY),
+        ("database is locked", _BUSY),
+        ("disk is full", _FULL),
+        ("disk i/o error", _IOERR),
+    ):
+        if words in text:
+            return code
     return None
 
 
 def _is_corrupt(error: BaseException) -> bool:
-    return _primary_code(error) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    return _primary_code(error) in (_CORRUPT, _NOTADB)
 
 
 def _is_unusable(error: BaseException) -> bool:
-    """An error that moving the file aside can cure (not a busy lock or a full disk)."""
-    if isinstance(error, PermissionError):
-        return True
-    return _primary_code(error) in (
-        _SQLITE_CORRUPT,
-        _SQLITE_NOTADB,
-        _SQLITE_CANTOPEN,
-        _SQLITE_READONLY,
-    )
+    """An error that moving the file aside can cure: damage, or a file SQLite cannot open at
+    all (not a permission, a read-only file, a busy lock or a full disk)."""
+    return _primary_code(error) in (_CORRUPT, _NOTADB, _CANTOPEN)

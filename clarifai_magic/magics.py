@@ -32,7 +32,7 @@ from .models import (
 from .prompt import extract_code, interpolate
 from .render import CellView, TerminalView
 from .session import MAIN_CHAT, Ask, Session, SessionError, Settings
-from .store import StoreError
+from .store import StoreError, StoreInterrupted
 
 FORMATS = ("markdown", "text", "code", "json")
 # The names IPython keeps output history in: _, __, ___, _i, _ii, _iii, _5, _i5, _oh, _ih, _dh.
@@ -248,9 +248,11 @@ class ClarifaiMagics(LineCommands, Magics):
             self._ask(args, prompt)
         except (SessionError, ModelNameError, StoreError) as exc:
             raise CellFailed(str(exc)) from None
+        except StoreInterrupted as exc:
+            raise CellFailed(str(exc)) from None
         except KeyboardInterrupt:
-            # Outside the stream (waiting for the store, reading an image): nothing was lost.
-            raise CellFailed("Interrupted before the question was sent.") from None
+            # Outside the stream (reading an image, say): the stream keeps its own partials.
+            raise CellFailed("Interrupted.") from None
         finally:
             notice = self.session.pop_store_notice()
             if notice:

@@ -6,11 +6,14 @@ holding N tool calls, then a text answer. The tool phase is timed by the view (f
 says "running tools" to the draw with every result in) and, inside the tools, from the first call
 starting to the last one ending. It is compared with the sequential sum of the calls' own measured
 durations (about N x S). Done for a sync tool (``time.sleep``) and an ``async def`` tool
-(``asyncio.sleep``).
+(``asyncio.sleep``). The most threads alive during a sync call (over those before the turn) is
+shown too: the runner starts at most ``ToolRunner.max_threads`` (16) tool threads at once, so
+with more calls than that the sync phase takes about ceil(N / 16) x S.
 
 Run ``python benchmarks/tools_parallel.py`` (a few seconds; ``--calls``, ``--sleep``,
 ``--repeat`` to change the defaults of 8 calls, 0.5 s, 3 repetitions). Target: 8 calls of 0.5 s
-finish in well under 1 s of tool time.
+finish in well under 1 s of tool time. The engine ends a turn whose response asks for more than
+``max_tool_calls`` (64) calls before running any, so ``--calls`` above 64 fails the run.
 """
 
 from __future__ import annotations
@@ -48,12 +51,14 @@ class Spans:
 
     starts: list[float] = field(default_factory=list)
     ends: list[float] = field(default_factory=list)
+    threads: list[int] = field(default_factory=list)  # threading.active_count() in each call
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def record(self, started: float, ended: float) -> None:
+    def record(self, started: float, ended: float, threads: int) -> None:
         with self.lock:
             self.starts.append(started)
             self.ends.append(ended)
+            self.threads.append(threads)
 
 
 class PhaseClock:
@@ -63,7 +68,7 @@ class PhaseClock:
         self.began: float | None = None
         self.done: float | None = None
 
-    def show(self, transcript: Transcript, final: bool = False) -> None:
+    def show(self, transcript: Transcript, final: bool = False, force: bool = False) -> None:
         if not transcript.rounds or not transcript.rounds[0].tools:
             return
         activities = transcript.rounds[0].tools
@@ -79,21 +84,24 @@ class Result:
     span: float  # first tool start to last tool end
     sequential: float  # the calls' own durations, summed
     turn: float  # the whole turn: two requests plus the tools
+    threads: int  # the most threads alive during a call, over those alive before the turn
 
 
 def make_tools(spans: Spans) -> dict[str, Callable[..., Any]]:
     def nap(seconds: float) -> float:
         """Sleep, then say for how long."""
         started = time.perf_counter()
+        threads = threading.active_count()
         time.sleep(seconds)
-        spans.record(started, time.perf_counter())
+        spans.record(started, time.perf_counter(), threads)
         return seconds
 
     async def async_nap(seconds: float) -> float:
         """Sleep without blocking the loop, then say for how long."""
         started = time.perf_counter()
+        threads = threading.active_count()
         await asyncio.sleep(seconds)
-        spans.record(started, time.perf_counter())
+        spans.record(started, time.perf_counter(), threads)
         return seconds
 
     return {"sync": nap, "async": async_nap}
@@ -117,7 +125,9 @@ def one_turn(
     )
     spans.starts.clear()
     spans.ends.clear()
+    spans.threads.clear()
     clock = PhaseClock()
+    threads_before = threading.active_count()
     started = time.perf_counter()
     transcript = run_turn(
         client,
@@ -137,6 +147,7 @@ def one_turn(
         span=max(spans.ends) - min(spans.starts),
         sequential=sum(o.duration for o in outcomes if o is not None),
         turn=turn,
+        threads=max(spans.threads) - threads_before,
     )
 
 
@@ -174,14 +185,18 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     header = ("tool", "tool phase (wall)", "sequential sum", "ratio", "first start->last end")
-    print(f"{header[0]:<6} {header[1]:<26} {header[2]:<26} {header[3]:<22} {header[4]}")
+    print(
+        f"{header[0]:<6} {header[1]:<26} {header[2]:<26} {header[3]:<22} {header[4]:<26} "
+        "peak threads"
+    )
     verdicts = []
     for kind, results in rows.items():
         phases = [r.phase for r in results]
         ratios = [r.phase / r.sequential for r in results]
         print(
             f"{kind:<6} {fmt(phases):<26} {fmt([r.sequential for r in results]):<26} "
-            f"{fmt(ratios, '', 3):<22} {fmt([r.span for r in results])}"
+            f"{fmt(ratios, '', 3):<22} {fmt([r.span for r in results]):<26} "
+            f"{max(r.threads for r in results)}"
         )
         verdicts.append(f"{kind}: {'yes' if max(phases) < TARGET_SECONDS else 'NO'}")
     print()

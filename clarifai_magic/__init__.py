@@ -1,23 +1,33 @@
 """clarifai_magic: Clarifai-hosted models in Jupyter notebooks.
 
 ``%load_ext clarifai_magic`` registers the ``%%clarifai`` cell magic and ``%clarifai`` line
-commands; ``from clarifai_magic import tool`` declares functions the model may call.
+commands; ``from clarifai_magic import tool`` declares functions the model may call, and inside
+such a function ``clarifai_magic.cancelled()`` (or ``cancel_event()``) says the turn was
+cancelled or the call timed out, so a long sync tool can stop early.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["load_ipython_extension", "tool", "unload_ipython_extension"]
+__all__ = [
+    "cancel_event",
+    "cancelled",
+    "load_ipython_extension",
+    "tool",
+    "unload_ipython_extension",
+]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
     # Imported on first use so that `%load_ext clarifai_magic` stays cheap.
-    if name == "tool":
-        from .tools import tool
+    if name in ("tool", "cancelled", "cancel_event"):
+        from . import tools
 
-        return tool
+        value = getattr(tools, name)
+        globals()[name] = value  # found directly from now on: a tool may poll cancelled() often
+        return value
     raise AttributeError(f"module 'clarifai_magic' has no attribute {name!r}")
 
 

@@ -492,16 +492,19 @@ class _Turn:
             cancel=self.cancel,
             on_start=started,
         )
-        if self.cancel is not None and self.cancel.is_set():
-            raise TurnInterrupted
+        stopped = self.cancel is not None and self.cancel.is_set()
         redact = self.redactor.redact
         for activity, outcome in zip(round_.tools, outcomes, strict=True):
+            if stopped and outcome.error == "cancelled":
+                continue  # drawn from `started`: not run, or cancelled while it ran
             # A tool's error or result may quote a key (an exception message, an env dump).
             outcome.content = redact(outcome.content)
             outcome.error = redact(outcome.error) if outcome.error else outcome.error
             if outcome.traceback:
                 outcome.traceback = redact(outcome.traceback)
             activity.outcome = outcome
+        if stopped:
+            raise TurnInterrupted
         new = [_assistant_message(round_), *_tool_messages(round_)]
         self.sent.extend(new)
         self._save(new, False, None)

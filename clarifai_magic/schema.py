@@ -9,6 +9,11 @@ The one implementation behind tool parameters (``tools``) and structured answers
 - :func:`check` checks decoded JSON against such a schema, giving :class:`FieldError` with paths
   like ``items[0].price``, and drops the nulls strict mode sends for "use the default".
 - :func:`convert` turns checked JSON into the annotated type (dataclass, Enum, tuple, ...).
+- :func:`deeper_than` measures how deeply decoded JSON nests, without recursion.
+
+No input makes these raise ``RecursionError``: a value nested too deeply to walk is reported as an
+error of the kind each function already gives (:class:`FieldError`, :class:`ConversionError`,
+:class:`SchemaError`).
 
 Docstrings are read in :mod:`clarifai_magic.docstrings`.
 
@@ -172,6 +177,26 @@ def json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
+def deeper_than(value: Any, levels: int) -> bool:
+    """Whether decoded JSON nests more than ``levels`` dicts/lists deep (the outer one counts).
+
+    Iterative, so it answers for any depth; it stops at the first path past ``levels``.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > levels:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
 def _type_label(tp: Any) -> str:
     return tp.__name__ if isinstance(tp, type) else repr(tp).replace("typing.", "")
 
@@ -190,7 +215,10 @@ def json_schema(tp: Any, where: str = "the value", *, recursive: bool = False) -
     itself is described through ``$defs``/``$ref`` when ``recursive``, and refused otherwise.
     """
     defs: _Defs = {} if recursive else None
-    schema = _schema(tp, where, (), defs)
+    try:
+        schema = _schema(tp, where, (), defs)
+    except RecursionError:
+        raise SchemaError(f"{where}: its type is nested too deeply to describe.") from None
     if defs:
         schema["$defs"] = defs
     return schema
@@ -204,7 +232,10 @@ def object_schema(
     ``where`` names a field in errors, with ``{}`` for its name (``"parameter {!r}"``);
     ``descriptions`` come from a docstring, and an ``Annotated`` description beats them.
     """
-    return _object_schema(fields, where, descriptions, (), None)
+    try:
+        return _object_schema(fields, where, descriptions, (), None)
+    except RecursionError:
+        raise SchemaError("the types are nested too deeply to describe.") from None
 
 
 def type_hints(obj: Any, label: str) -> dict[str, Any]:
@@ -420,11 +451,14 @@ def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
     optional property becomes nullable, and null then means "use the default" (see
     :func:`check`). Open dicts, untyped lists and ``Any`` have no strict form.
     """
-    out = copy.deepcopy(schema)
-    defs = out.get("$defs", {})
-    _make_strict(out, defs, "")
-    for name, node in defs.items():
-        _make_strict(node, defs, name)
+    try:
+        out = copy.deepcopy(schema)
+        defs = out.get("$defs", {})
+        _make_strict(out, defs, "")
+        for name, node in defs.items():
+            _make_strict(node, defs, name)
+    except RecursionError:
+        raise SchemaError("the schema is nested too deeply for strict mode.") from None
     return out
 
 
@@ -690,16 +724,28 @@ def convert(value: Any, tp: Any, path: str = "") -> Any:
     """``value`` (the :attr:`Checked.value` of ``tp``'s schema) as a ``tp``.
 
     Raises :class:`ConversionError` for what the schema can't say: a malformed date, a pydantic
-    constraint, a dataclass's own ``__post_init__`` check.
+    constraint, a dataclass's own ``__post_init__`` check, a value nested too deeply to convert.
     """
-    return _Converter().convert(value, tp, path)
+    try:
+        return _Converter().convert(value, tp, path)
+    except RecursionError:
+        raise ConversionError([FieldError(path, _TOO_DEEP)]) from None
 
 
 def convert_fields(
     value: Mapping[str, Any], fields: Sequence[Field], path: str = ""
 ) -> dict[str, Any]:
-    """Each field's converted value, by name; keys that are not fields are left out."""
-    return _Converter().convert_fields(value, fields, path)
+    """Each field's converted value, by name; keys that are not fields are left out.
+
+    Raises :class:`ConversionError` as :func:`convert` does.
+    """
+    try:
+        return _Converter().convert_fields(value, fields, path)
+    except RecursionError:
+        raise ConversionError([FieldError(path, _TOO_DEEP)]) from None
+
+
+_TOO_DEEP = "the value is nested too deeply to convert"
 
 
 def _memo(cache: dict[Any, Any], key: Any, make: Callable[[], Any]) -> Any:

@@ -6,14 +6,18 @@ parameter; :func:`as_tool` turns it into a :class:`Tool` whose :meth:`Tool.schem
 :mod:`clarifai_magic.schema`). :class:`ToolRunner` runs the calls of one model turn concurrently:
 sync tools on daemon threads, ``async def`` tools on one background event loop it owns, so it
 works while the caller's thread runs its own loop (as ipykernel does). Every failure (unknown
-tool, bad JSON, invalid arguments, timeout, exception, refusal) becomes a :class:`ToolOutcome`
-whose ``content`` tells the model what went wrong, so the conversation can go on.
+tool, bad JSON, arguments nested too deeply, invalid arguments, timeout, exception, refusal,
+cancellation) becomes a :class:`ToolOutcome` whose ``content`` tells the model what went wrong, so
+the conversation can go on. A running tool learns that the turn was cancelled (or its timeout
+passed) from :func:`cancelled` and :func:`cancel_event`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
+import contextlib
 import contextvars
 import copy
 import dataclasses
@@ -26,7 +30,7 @@ import threading
 import time
 import traceback
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Any, Protocol, TypeVar, overload
 
@@ -38,6 +42,7 @@ from .schema import (
     SchemaError,
     check,
     convert_fields,
+    deeper_than,
     is_pydantic_model,
     json_default,
     json_kind,
@@ -53,6 +58,8 @@ __all__ = [
     "ToolOutcome",
     "ToolRunner",
     "as_tool",
+    "cancel_event",
+    "cancelled",
     "describe_schema",
     "serialize_result",
     "tool",
@@ -65,6 +72,43 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 # What a tool's result may cost the model's context before it is cut (with a marker).
 MAX_RESULT_CHARS = 20_000
+# Deeper arguments are refused before validation: no real tool needs them, and walking them
+# recursively could exhaust the stack.
+MAX_ARGUMENT_DEPTH = 64
+# A traceback is kept for the user, not the model; its end holds the tool's frame and the error.
+MAX_TRACEBACK_CHARS = 20_000
+# How many calls of one run_calls may run at once: sync tools (one daemon thread each) and async
+# tools (tasks on the runner's loop). The rest wait their turn.
+MAX_TOOL_THREADS = 16
+MAX_TOOL_TASKS = 64
+# How often the waiting thread looks at the caller's cancel event.
+_POLL_SECONDS = 0.1
+
+# The Event of the tool call running in this context (its thread, or its asyncio task).
+_CANCEL: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "clarifai_magic_tool_cancel", default=None
+)
+
+
+def cancel_event() -> threading.Event | None:
+    """The Event that is set when the runner stops waiting for the tool call running here.
+
+    It is set when the user cancels the turn (the widget's Stop, the kernel's interrupt) or the
+    call's ``timeout`` passes. Python can't stop a sync function from outside, so a long sync
+    tool should look at it, e.g. ``cancel_event().wait(5)`` instead of ``time.sleep(5)``. ``None``
+    outside a tool call, and in threads a tool starts itself (unless they copy its context).
+    """
+    return _CANCEL.get()
+
+
+def cancelled() -> bool:
+    """Whether the tool call running here has been cancelled (see :func:`cancel_event`).
+
+    A sync tool that loops or waits can return early when this turns True: its result would no
+    longer reach the model. ``False`` outside a tool call.
+    """
+    event = _CANCEL.get()
+    return event is not None and event.is_set()
 
 
 class ToolDeclarationError(ValueError):
@@ -355,7 +399,7 @@ def _result_text(value: Any) -> str:
             return json.dumps(value, default=_json_or_repr, ensure_ascii=False)
         except (TypeError, ValueError):  # non-string keys, circular references
             pass
-    return repr(value)
+    return repr(value)  # a circular dict/list shows its loop as {...}
 
 
 def serialize_result(value: Any, max_chars: int = MAX_RESULT_CHARS) -> str:
@@ -366,8 +410,15 @@ def serialize_result(value: Any, max_chars: int = MAX_RESULT_CHARS) -> str:
     and so do pandas objects (``to_markdown``, when ``tabulate`` is installed);
     dicts, lists, numbers, dataclasses, pydantic models, enums and dates become JSON; anything
     else its ``repr()``. Text past ``max_chars`` is cut and marked with how much was dropped.
+
+    Raises ValueError for a value nested too deeply to write out (and whatever a broken
+    ``__repr__`` raises).
     """
-    return _cut(_result_text(value), max_chars)
+    try:
+        text = _result_text(value)
+    except RecursionError:
+        raise ValueError("it is nested too deeply to write out") from None
+    return _cut(text, max_chars)
 
 
 def _cut(text: str, max_chars: int) -> str:
@@ -424,11 +475,49 @@ def _failed(call: ToolCallLike, arguments: dict[str, Any] | None, error: str) ->
     return ToolOutcome(call.id, call.name, arguments, f"Error: {error}", ok=False, error=error)
 
 
+def _cancelled(call: ToolCallLike, arguments: dict[str, Any] | None) -> ToolOutcome:
+    return ToolOutcome(
+        call.id,
+        call.name,
+        arguments,
+        "Error: the user cancelled this call.",
+        ok=False,
+        error="cancelled",
+    )
+
+
 def _caught(exc: BaseException, started: float) -> _Ran:
     # Skip the runner's own frame: the user wants their function's lines.
     tb = exc.__traceback__.tb_next if exc.__traceback__ else None
+    return _Ran(
+        exception=exc, traceback=_traceback_text(exc, tb), duration=time.perf_counter() - started
+    )
+
+
+def _traceback_text(exc: BaseException, tb: types.TracebackType | None) -> str:
+    """The traceback as Python prints it, or, past MAX_TRACEBACK_CHARS, its innermost frames and
+    the start of the error line (a huge message must not push the tool's own frame out)."""
     text = "".join(traceback.format_exception(type(exc), exc, tb))
-    return _Ran(exception=exc, traceback=text, duration=time.perf_counter() - started)
+    if len(text) <= MAX_TRACEBACK_CHARS:
+        return text
+    error = "".join(traceback.format_exception_only(type(exc), exc))
+    if len(error) > MAX_TRACEBACK_CHARS // 4:
+        error = f"{error[: MAX_TRACEBACK_CHARS // 4]}…\n"
+    frames = "".join(traceback.format_tb(tb))
+    start = max(0, len(frames) - (MAX_TRACEBACK_CHARS - len(error)))
+    if start:
+        start = frames.find("\n", start) + 1  # whole lines only
+    frames = frames[start:]
+    cut = len(text) - len(frames) - len(error)
+    return f"Traceback (most recent call last):\n…[{cut} characters cut]\n{frames}{error}"
+
+
+def _exception_message(exc: BaseException) -> str:
+    try:
+        message = str(exc)
+    except Exception:  # a broken __str__ must not take the turn down
+        return ""
+    return message[:1000] + "…" if len(message) > 1000 else message
 
 
 # Enough for the model to fix its call; a huge bad list would otherwise flood the context.
@@ -453,7 +542,7 @@ def _prepare(
             "Send a JSON object.",
         )
     except RecursionError:
-        return _failed(call, None, f"the arguments for {call.name} are nested too deeply.")
+        return _failed(call, None, _too_deep(call))
     if arguments is None:
         arguments = {}
     if not isinstance(arguments, dict):
@@ -461,6 +550,9 @@ def _prepare(
         return _failed(
             call, None, f"the arguments for {call.name} must be a JSON object, not {kind}."
         )
+    if deeper_than(arguments, MAX_ARGUMENT_DEPTH):
+        # Left out of the outcome: whoever shows or stores it would walk them again.
+        return _failed(call, None, _too_deep(call))
     checked = check(arguments, spec.parameters)
     problems = checked.errors
     if not problems:
@@ -477,6 +569,13 @@ def _prepare(
     return _failed(call, arguments, error)
 
 
+def _too_deep(call: ToolCallLike) -> str:
+    return (
+        f"the arguments for {call.name} are nested too deeply "
+        f"(more than {MAX_ARGUMENT_DEPTH} levels)."
+    )
+
+
 def _bind(tool: Tool, arguments: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
     """Positional and keyword arguments for ``tool.func`` from validated JSON arguments."""
     if tool._fields is None:
@@ -486,15 +585,57 @@ def _bind(tool: Tool, arguments: dict[str, Any]) -> tuple[list[Any], dict[str, A
     return args, kwargs
 
 
+@dataclasses.dataclass
+class _Running:
+    """A call handed to execution: what to wait on, and how to tell it to stop."""
+
+    index: int
+    prepared: _Prepared
+    is_async: bool
+    event: threading.Event = dataclasses.field(default_factory=threading.Event)
+    future: concurrent.futures.Future[_Ran] = dataclasses.field(
+        default_factory=concurrent.futures.Future
+    )
+    thread: threading.Thread | None = None
+    began: float = 0.0
+
+    @property
+    def deadline(self) -> float | None:
+        timeout = self.prepared.tool.timeout
+        return None if timeout is None else self.began + timeout
+
+    def stop(self) -> None:
+        """Tell the tool to stop: its cancel event for sync tools, task cancellation for async."""
+        self.event.set()
+        # An async tool's future, once cancelled, cancels its task on the loop (_start_task); a
+        # sync tool's future is only marked, so its late result is dropped.
+        self.future.cancel()
+
+
 class ToolRunner:
     """Runs a turn's tool calls concurrently; owns one background event loop for async tools.
 
     The loop thread starts on first need and stops with :meth:`close` (or ``with`` exit); a later
     :meth:`run_calls` starts it again. Sync tools each get a daemon thread, so a tool that never
     returns can't block the interpreter's exit the way a ``ThreadPoolExecutor`` worker would.
+    One :meth:`run_calls` runs at most ``max_threads`` sync calls and ``max_tasks`` async calls
+    at once; the others wait their turn, so a response with thousands of calls starts no more
+    threads than that.
+
+    When the turn is cancelled (the caller's ``cancel`` Event, or KeyboardInterrupt in the thread
+    waiting in :meth:`run_calls`) or a call's timeout passes, async tools have their task
+    cancelled and sync tools have their cancel event set (:func:`cancelled`,
+    :func:`cancel_event`). Python can't stop a sync function from outside: one that doesn't look
+    keeps running on its daemon thread until it returns, and its result is dropped. Such a thread
+    no longer counts against ``max_threads``.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, max_threads: int = MAX_TOOL_THREADS, max_tasks: int = MAX_TOOL_TASKS
+    ) -> None:
+        if max_threads < 1 or max_tasks < 1:
+            raise ValueError("max_threads and max_tasks must be at least 1")
+        self.max_threads, self.max_tasks = max_threads, max_tasks
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -550,6 +691,8 @@ class ToolRunner:
         *,
         confirm: Callable[[Tool, dict[str, Any]], bool] | None = None,
         max_result_chars: int | None = None,
+        cancel: threading.Event | None = None,
+        on_start: Callable[[int], None] | None = None,
     ) -> list[ToolOutcome]:
         """Run ``calls``; one outcome per call, in the same order.
 
@@ -558,13 +701,24 @@ class ToolRunner:
         Arguments are parsed, validated and converted first; then ``confirm`` (if given) is asked,
         in this thread and one call at a time, about each tool declared with ``confirm=True``
         (without a callback such tools just run). The accepted calls then run concurrently, each
-        within its tool's timeout.
+        within its tool's timeout (counted from its start), at most ``max_threads`` sync and
+        ``max_tasks`` async calls at a time. ``on_start(i)`` is called in this thread just before
+        ``calls[i]`` starts.
+
+        When ``cancel`` is set (it is looked at every 0.1 s), every call not finished is stopped
+        (see the class docstring) and its outcome says the user cancelled it; calls that never
+        started get the same outcome and ``on_start`` is never called for them. A
+        KeyboardInterrupt while waiting stops the calls the same way, then propagates.
         """
         max_result_chars = max_result_chars or MAX_RESULT_CHARS
         with self._lock:
             self._closed = False
         outcomes: list[ToolOutcome | None] = [None] * len(calls)
-        accepted: list[tuple[int, _Prepared]] = []
+        # Accepted calls not started yet, sync (False) and async (True), each in call order.
+        waiting: dict[bool, collections.deque[tuple[int, _Prepared]]] = {
+            False: collections.deque(),
+            True: collections.deque(),
+        }
         for i, call in enumerate(calls):
             prepared = _prepare(call, tools, max_result_chars)
             if isinstance(prepared, ToolOutcome):
@@ -579,32 +733,87 @@ class ToolRunner:
                     call.id, call.name, prepared.arguments, message, False, "declined by the user"
                 )
             else:
-                accepted.append((i, prepared))
+                waiting[prepared.tool.is_async].append((i, prepared))
 
-        started = [(i, p, self._start(p), time.monotonic()) for i, p in accepted]
+        running: dict[int, _Running] = {}
         try:
-            for i, prepared, future, began in started:
-                outcomes[i] = self._collect(prepared, future, began, max_result_chars)
-        finally:
-            for _, _, future, _ in started:
-                future.cancel()  # reaches async tasks still running (interrupt or timeout)
+            while (waiting[False] or waiting[True] or running) and not (
+                cancel is not None and cancel.is_set()
+            ):
+                self._start_waiting(waiting, running, on_start)
+                _wait_for_any(running.values())
+                self._collect_done(running, outcomes, max_result_chars)
+            self._collect_done(running, outcomes, max_result_chars)  # those that beat the cancel
+        except BaseException:
+            # The kernel's interrupt (or a failing on_start): nothing may run on unseen.
+            for record in running.values():
+                record.stop()
+            raise
+        for i, record in running.items():
+            record.stop()
+            outcomes[i] = _cancelled(record.prepared.call, record.prepared.arguments)
+        for queue in waiting.values():
+            for i, prepared in queue:
+                outcomes[i] = _cancelled(prepared.call, prepared.arguments)
         return [o for o in outcomes if o is not None]
 
-    def _start(self, prepared: _Prepared) -> concurrent.futures.Future[_Ran]:
-        func, args, kwargs = prepared.tool.func, prepared.args, prepared.kwargs
-        if prepared.tool.is_async:
-            return asyncio.run_coroutine_threadsafe(
-                self._run_async(func, args, kwargs), self._event_loop()
+    def _start_waiting(
+        self,
+        waiting: dict[bool, collections.deque[tuple[int, _Prepared]]],
+        running: dict[int, _Running],
+        on_start: Callable[[int], None] | None,
+    ) -> None:
+        for is_async, limit in ((False, self.max_threads), (True, self.max_tasks)):
+            queue = waiting[is_async]
+            busy = sum(1 for r in running.values() if r.is_async is is_async)
+            while queue and busy < limit:
+                i, prepared = queue.popleft()
+                if on_start is not None:
+                    on_start(i)
+                # Registered before it starts, so an interrupt from here on still reaches it.
+                running[i] = record = _Running(i, prepared, is_async)
+                self._start(record)
+                busy += 1
+
+    def _start(self, record: _Running) -> None:
+        func, args, kwargs = record.prepared.tool.func, record.prepared.args, record.prepared.kwargs
+        record.began = time.monotonic()
+        if record.is_async:
+            _start_task(
+                self._event_loop(),
+                lambda: self._run_async(func, args, kwargs, record.event),
+                record,
             )
-        future: concurrent.futures.Future[_Ran] = concurrent.futures.Future()
+            return
         context = contextvars.copy_context()  # e.g. which cell a print() belongs to
-        threading.Thread(
+        record.thread = threading.Thread(
             target=context.run,
-            args=(self._run_sync, func, args, kwargs, future),
-            name=f"clarifai-magic-tool-{prepared.tool.name}",
+            args=(self._run_sync, func, args, kwargs, record.future, record.event),
+            name=f"clarifai-magic-tool-{record.prepared.tool.name}",
             daemon=True,
-        ).start()
-        return future
+        )
+        record.thread.start()
+
+    def _collect_done(
+        self, running: dict[int, _Running], outcomes: list[ToolOutcome | None], max_chars: int
+    ) -> None:
+        now = time.monotonic()
+        for i, record in list(running.items()):
+            if record.future.done():
+                del running[i]
+                if record.thread is not None:
+                    # It has handed over its result and is returning: wait for it to be gone, so
+                    # the next call's thread doesn't briefly make one more than max_threads.
+                    record.thread.join(timeout=5)
+                outcomes[i] = _outcome(record, max_chars)
+            elif (deadline := record.deadline) is not None and now >= deadline:
+                record.stop()  # first: an interrupt between the two must still find it
+                del running[i]
+                call, spec = record.prepared.call, record.prepared.tool
+                error = f"{call.name} did not finish within {spec.timeout:g} seconds."
+                outcome = _failed(call, record.prepared.arguments, error)
+                outcome.duration = now - record.began
+                outcomes[i] = outcome
 
     def _run_sync(
         self,
@@ -612,29 +821,39 @@ class ToolRunner:
         args: list[Any],
         kwargs: dict[str, Any],
         future: concurrent.futures.Future[_Ran],
+        event: threading.Event,
     ) -> None:
+        _CANCEL.set(event)  # in this call's own copy of the caller's context
         started = time.perf_counter()
         try:
             value = func(*args, **kwargs)
             if inspect.isawaitable(value):  # a sync wrapper around a coroutine
-                value = self._await_in_loop(value)
+                value = self._await_in_loop(value, event)
             ran = _Ran(value, duration=time.perf_counter() - started)
         except BaseException as exc:  # a tool's sys.exit() or KeyboardInterrupt is its failure
             ran = _caught(exc, started)
         if future.set_running_or_notify_cancel():
             future.set_result(ran)
 
-    def _await_in_loop(self, awaitable: Any) -> Any:
+    def _await_in_loop(self, awaitable: Any, event: threading.Event) -> Any:
         try:
             loop = self._event_loop()
         except RuntimeError:
             if inspect.iscoroutine(awaitable):
                 awaitable.close()  # never to run: no "never awaited" warning
             raise
-        return asyncio.run_coroutine_threadsafe(_await(awaitable), loop).result()
+        future = asyncio.run_coroutine_threadsafe(_await(awaitable), loop)
+        while not concurrent.futures.wait([future], timeout=_POLL_SECONDS).done:
+            if event.is_set():  # cancelled or timed out: stop the coroutine too
+                future.cancel()
+                raise concurrent.futures.CancelledError
+        return future.result()
 
     @staticmethod
-    async def _run_async(func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> _Ran:
+    async def _run_async(
+        func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], event: threading.Event
+    ) -> _Ran:
+        _CANCEL.set(event)  # in this task's own context
         started = time.perf_counter()
         try:
             value = await func(*args, **kwargs)
@@ -644,52 +863,83 @@ class ToolRunner:
             return _caught(exc, started)
         return _Ran(value, duration=time.perf_counter() - started)
 
-    @staticmethod
-    def _collect(
-        prepared: _Prepared,
-        future: concurrent.futures.Future[_Ran],
-        began: float,
-        max_result_chars: int,
-    ) -> ToolOutcome:
-        call, spec = prepared.call, prepared.tool
-        remaining = None
-        if spec.timeout is not None:
-            remaining = max(0.0, began + spec.timeout - time.monotonic())
-        try:
-            ran = future.result(timeout=remaining)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            error = f"{call.name} did not finish within {spec.timeout:g} seconds."
-            outcome = _failed(call, prepared.arguments, error)
-            outcome.duration = time.monotonic() - began
-            return outcome
-        except concurrent.futures.CancelledError:
-            return _failed(call, prepared.arguments, f"{call.name} was cancelled.")
-        if ran.exception is not None:
-            exc = ran.exception
-            message = str(exc)
-            if len(message) > 1000:
-                message = message[:1000] + "…"
-            error = f"{call.name} raised {type(exc).__name__}" + (f": {message}" if message else "")
-            outcome = _failed(call, prepared.arguments, error)
-            outcome.traceback, outcome.duration = ran.traceback, ran.duration
-            return outcome
-        try:
-            content = serialize_result(ran.value, max_result_chars)
-        except Exception as exc:  # a broken __repr__
-            error = f"the result of {call.name} could not be turned into text ({exc!r})"
-            outcome = _failed(call, prepared.arguments, error)
-            outcome.duration, outcome.result = ran.duration, ran.value
-            return outcome
-        return ToolOutcome(
-            call.id,
-            call.name,
-            prepared.arguments,
-            content,
-            ok=True,
-            duration=ran.duration,
-            result=ran.value,
+
+def _start_task(loop: asyncio.AbstractEventLoop, make: Callable[[], Any], record: _Running) -> None:
+    """Run the coroutine ``make()`` as a task on ``loop``, its result in ``record.future``.
+
+    Like ``asyncio.run_coroutine_threadsafe``, but the future is the one ``record`` already holds,
+    so cancelling it reaches the task even if the interrupt came before this returned.
+    """
+    future = record.future
+
+    def launch() -> None:
+        if future.cancelled():
+            return  # stopped before it began: the coroutine is never even created
+        task = loop.create_task(make())  # in the caller's context (see call_soon_threadsafe)
+
+        def cancel_task(done: concurrent.futures.Future[_Ran]) -> None:
+            if done.cancelled():
+                with contextlib.suppress(RuntimeError):  # the loop is already closed
+                    loop.call_soon_threadsafe(task.cancel)
+
+        def settle(done: asyncio.Task[Any]) -> None:
+            if done.cancelled():
+                future.cancel()
+            elif future.set_running_or_notify_cancel():
+                exc = done.exception()
+                if exc is None:
+                    future.set_result(done.result())
+                else:
+                    future.set_exception(exc)
+
+        task.add_done_callback(settle)
+        future.add_done_callback(cancel_task)  # runs at once if already cancelled
+
+    # The callback runs in a copy of this thread's context, and the task copies that again.
+    loop.call_soon_threadsafe(launch, context=contextvars.copy_context())
+
+
+def _wait_for_any(records: Iterable[_Running]) -> None:
+    """Until one of ``records`` finishes, its deadline comes, or it is time to look at cancel."""
+    futures, wait = [], _POLL_SECONDS
+    now = time.monotonic()
+    for record in records:
+        futures.append(record.future)
+        if (deadline := record.deadline) is not None:
+            wait = min(wait, max(0.0, deadline - now))
+    if futures:
+        concurrent.futures.wait(
+            futures, timeout=wait, return_when=concurrent.futures.FIRST_COMPLETED
         )
+
+
+def _outcome(record: _Running, max_result_chars: int) -> ToolOutcome:
+    """The outcome of a call whose future is done."""
+    call, arguments = record.prepared.call, record.prepared.arguments
+    try:
+        ran = record.future.result(timeout=0)
+    except concurrent.futures.CancelledError:  # an async tool cancelled from inside
+        return _failed(call, arguments, f"{call.name} was cancelled.")
+    if ran.exception is not None:
+        exc = ran.exception
+        message = _exception_message(exc)
+        error = f"{call.name} raised {type(exc).__name__}" + (f": {message}" if message else "")
+        outcome = _failed(call, arguments, error)
+        outcome.traceback, outcome.duration = ran.traceback, ran.duration
+        return outcome
+    try:
+        content = serialize_result(ran.value, max_result_chars)
+    except Exception as exc:  # a broken __repr__, a result nested too deeply
+        error = (
+            f"the result of {call.name} could not be turned into text "
+            f"({type(exc).__name__}: {_exception_message(exc)})"
+        )
+        outcome = _failed(call, arguments, error)
+        outcome.duration, outcome.result = ran.duration, ran.value
+        return outcome
+    return ToolOutcome(
+        call.id, call.name, arguments, content, ok=True, duration=ran.duration, result=ran.value
+    )
 
 
 async def _await(awaitable: Any) -> Any:

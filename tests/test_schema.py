@@ -17,7 +17,7 @@ import pydantic
 import pytest
 from typing_extensions import NotRequired, TypedDict
 
-from clarifai_magic.schema import FieldError, SchemaError, json_schema, strict_schema
+from clarifai_magic.schema import FieldError, SchemaError, deeper_than, json_schema, strict_schema
 from clarifai_magic.stream import ToolCall
 from clarifai_magic.structured import parse_structured, response_format_for, schema_for
 from clarifai_magic.tools import ToolRunner, as_tool, tool
@@ -290,3 +290,38 @@ def test_a_long_list_of_union_items_converts_each_to_its_class():
 
     shapes = [{"radius": 1}, {"radius": 1, "side": 2}] * 500
     assert run(count, {"shapes": shapes}).content == ",".join("CS" * 500)
+
+
+def _tree_json(depth: int) -> str:
+    # Written out by hand: json.dumps itself can't go this deep.
+    opening = "".join(f'{{"label": "{level}", "children": [' for level in range(depth))
+    return opening + "]}" * depth
+
+
+def test_a_structured_answer_too_deep_to_convert_is_an_error_not_a_crash():
+    # Reading, checking and converting walk the value recursively; somewhere in this range each
+    # runs out of stack, and the answer must then be an error, never a RecursionError.
+    for depth in range(50, 600, 10):
+        result = parse_structured(_tree_json(depth), Tree)
+        if result.ok:
+            node, levels = result.value, 1
+            while node.children:
+                node, levels = node.children[0], levels + 1
+            assert levels == depth
+        else:
+            assert result.value is None
+            [error] = result.errors
+            assert "nested too deeply" in error.message
+    assert not parse_structured(_tree_json(600), Tree).ok
+
+
+def test_deeper_than_counts_levels_at_any_depth():
+    assert deeper_than({"a": [[1]]}, 3) is False
+    assert deeper_than({"a": [[1]]}, 2) is True
+    assert deeper_than({"a": 1, "b": "x"}, 1) is False
+    assert deeper_than([], 0) is True and deeper_than(5, 0) is False
+    endless: list[Any] = []
+    for _ in range(100_000):
+        endless = [endless]
+    assert deeper_than(endless, 64) is True
+    assert deeper_than(endless, 100_001) is False

@@ -1,6 +1,7 @@
 """Tools: schemas from Python types and docstrings, declaration errors, validation, conversion,
 and running calls (parallel, async under a running loop, timeouts, failures, confirmation)."""
 
+import _thread
 import asyncio
 import contextlib
 import contextvars
@@ -19,6 +20,7 @@ import pydantic
 import pytest
 from typing_extensions import NotRequired, TypedDict  # typing has NotRequired from 3.11
 
+import clarifai_magic
 from clarifai_magic.stream import ToolCall
 from clarifai_magic.tools import (
     Tool,
@@ -1001,3 +1003,237 @@ def test_a_dataframe_result_reaches_the_model_as_a_markdown_table():
     text = serialize_result(frame)
     assert text.splitlines()[0].replace(" ", "") == "||city|temp|"
     assert "Paris" in text and "21" in text
+
+
+# --- cancelling, bounds, hostile input -------------------------------------------------------
+
+
+def test_keyboard_interrupt_cancels_running_tools_then_propagates(runner):
+    # The kernel's Stop is a KeyboardInterrupt in the thread waiting in run_calls.
+    sync_started, async_started, saw_cancel, cancelled_task = (threading.Event() for _ in range(4))
+    release, log = threading.Event(), []
+
+    def crawl() -> str:
+        sync_started.set()
+        give_up = time.monotonic() + 30
+        while not clarifai_magic.cancelled() and time.monotonic() < give_up:
+            time.sleep(0.01)
+        if clarifai_magic.cancelled():
+            saw_cancel.set()
+        release.wait(30)  # still running when the interrupt reaches the caller
+        log.append("crawl finished")
+        return "crawled"
+
+    async def watch() -> str:
+        async_started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled_task.set()
+            raise
+        log.append("watch finished")
+        return "watched"
+
+    def interrupt_once_both_run() -> None:
+        if sync_started.wait(30) and async_started.wait(30):
+            _thread.interrupt_main()
+
+    tools = {"crawl": as_tool(crawl), "watch": as_tool(watch)}
+    threading.Thread(target=interrupt_once_both_run, daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runner.run_calls([call("crawl", "{}", "1"), call("watch", "{}", "2")], tools)
+        # The runner did not wait for the sync tool to return: it is still inside, told to stop.
+        assert saw_cancel.wait(10)
+        assert log == []
+        assert cancelled_task.wait(10)
+    finally:
+        release.set()
+    assert "watch finished" not in log
+
+
+def test_the_cancel_event_stops_running_tools_and_skips_waiting_ones():
+    crawl_started, watch_started, cancelled_task = (threading.Event() for _ in range(3))
+    told, late_ran, started = [], [], []
+    cancel = threading.Event()
+
+    def quick() -> str:
+        return "quick"
+
+    def crawl() -> str:
+        crawl_started.set()
+        event = clarifai_magic.cancel_event()
+        told.append(event is not None and event.wait(30))
+        return "crawled"
+
+    def late() -> str:
+        late_ran.append(True)
+        return "late"
+
+    async def watch() -> str:
+        watch_started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled_task.set()
+            raise
+        return "watched"
+
+    def cancel_once_both_run() -> None:
+        if crawl_started.wait(30) and watch_started.wait(30):
+            cancel.set()
+
+    tools = {f.__name__: as_tool(f) for f in (quick, crawl, late, watch)}
+    calls = [call(name, "{}", name) for name in ("quick", "crawl", "late", "watch")]
+    threading.Thread(target=cancel_once_both_run, daemon=True).start()
+    # One thread at a time: quick runs and is collected before crawl starts; late never starts.
+    with ToolRunner(max_threads=1) as runner:
+        outcomes = runner.run_calls(calls, tools, cancel=cancel, on_start=started.append)
+    assert [o.call_id for o in outcomes] == ["quick", "crawl", "late", "watch"]
+    assert (outcomes[0].ok, outcomes[0].content) == (True, "quick")
+    for outcome in outcomes[1:]:
+        assert not outcome.ok and outcome.error == "cancelled"
+        assert outcome.content == "Error: the user cancelled this call."
+    assert sorted(started) == [0, 1, 3]
+    assert late_ran == []
+    assert cancelled_task.wait(10)
+    for thread in threading.enumerate():
+        if thread.name == "clarifai-magic-tool-crawl":
+            thread.join(10)
+    assert told == [True]
+
+
+def test_a_sync_tool_past_its_timeout_is_told_to_stop(runner):
+    told = []
+
+    @tool(timeout=0.2)
+    def slow() -> str:
+        event = clarifai_magic.cancel_event()
+        told.append(event is not None and event.wait(30))
+        told.append(clarifai_magic.cancelled())
+        return "late"
+
+    outcome = run_one(runner, slow)
+    assert outcome.content == "Error: slow did not finish within 0.2 seconds."
+    for thread in threading.enumerate():
+        if thread.name == "clarifai-magic-tool-slow":
+            thread.join(10)
+    assert told == [True, True]
+    # Outside a tool call there is nothing to cancel.
+    assert clarifai_magic.cancelled() is False and clarifai_magic.cancel_event() is None
+
+
+def test_ten_thousand_calls_never_run_more_threads_than_the_bound():
+    # Calls pass in groups of 8: a runner that ran fewer at once would break the barrier, one
+    # that started more would show more threads (and peak) than 8.
+    bound = 8
+    barrier, lock = threading.Barrier(bound, timeout=30), threading.Lock()
+    running, peak, thread_counts = [0], [0], []
+
+    def probe(n: int) -> int:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            thread_counts.append(threading.active_count())
+        barrier.wait()
+        with lock:
+            running[0] -= 1
+        return n
+
+    baseline = threading.active_count()
+    calls = [call("probe", {"n": n}, f"c{n}") for n in range(10_000)]
+    with ToolRunner(max_threads=bound) as runner:
+        outcomes = runner.run_calls(calls, {"probe": as_tool(probe)})
+    assert [o.content for o in outcomes] == [str(n) for n in range(10_000)]
+    assert len(thread_counts) == 10_000
+    assert peak[0] == bound
+    assert max(thread_counts) <= baseline + bound
+
+
+def test_many_async_calls_run_at_most_max_tasks_at_once():
+    running, peak = [0], [0]
+
+    async def ping(n: int) -> int:
+        running[0] += 1  # all on the runner's one loop thread: no lock needed
+        peak[0] = max(peak[0], running[0])
+        await asyncio.sleep(0.001)
+        running[0] -= 1
+        return n
+
+    calls = [call("ping", {"n": n}, f"c{n}") for n in range(2_000)]
+    with ToolRunner(max_tasks=5) as runner:
+        outcomes = runner.run_calls(calls, {"ping": as_tool(ping)})
+    assert [o.content for o in outcomes] == [str(n) for n in range(2_000)]
+    assert peak[0] <= 5
+
+
+@pytest.mark.parametrize("depth", [65, 200, 900, 100_000])
+def test_arguments_nested_too_deeply_are_refused_before_validation(runner, depth):
+    ran = []
+
+    def store(a: Any) -> str:
+        ran.append(a)
+        return "stored"
+
+    def store_union(a: int | list[Any]) -> str:
+        ran.append(a)
+        return "stored"
+
+    for func in (store, store_union):
+        arguments = '{"a": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+        outcome = run_one(runner, func, arguments)
+        assert not outcome.ok and outcome.arguments is None
+        assert outcome.content == (
+            f"Error: the arguments for {func.__name__} are nested too deeply (more than 64 levels)."
+        )
+    assert ran == []
+    # At the limit they are still fine.
+    assert run_one(runner, store, '{"a": ' + "[" * 63 + "]" * 63 + "}").ok
+
+
+def test_a_result_too_deep_to_write_out_is_an_error_outcome(runner):
+    class Endless:
+        def __repr__(self) -> str:
+            return repr(self)
+
+    def deep() -> list:
+        value: list = []
+        for _ in range(100_000):
+            value = [value]
+        return value
+
+    def endless() -> Any:
+        return Endless()
+
+    def loop() -> dict:
+        value: dict = {"name": "loop"}
+        value["self"] = value
+        return value
+
+    outcome = run_one(runner, deep)
+    assert not outcome.ok
+    assert outcome.content == (
+        "Error: the result of deep could not be turned into text "
+        "(ValueError: it is nested too deeply to write out)"
+    )
+    outcome = run_one(runner, endless)
+    assert not outcome.ok
+    assert outcome.content.startswith("Error: the result of endless could not be turned into text")
+    # JSON can't write a loop; Python's repr shows where it closes.
+    outcome = run_one(runner, loop)
+    assert outcome.ok and outcome.content == "{'name': 'loop', 'self': {...}}"
+    with pytest.raises(ValueError, match="nested too deeply"):
+        serialize_result(deep())
+
+
+def test_a_huge_traceback_keeps_the_tools_frame_and_the_error():
+    def shout(n: int) -> str:
+        raise ValueError("A" * 100_000 + " END")
+
+    with ToolRunner() as runner:
+        outcome = run_one(runner, shout, {"n": 1})
+    assert outcome.error == f"shout raised ValueError: {'A' * 1000}…"
+    assert len(outcome.traceback) <= 20_100
+    assert outcome.traceback.startswith("Traceback (most recent call last):\n…[")
+    assert 'raise ValueError("A" * 100_000 + " END")' in outcome.traceback
+    assert "ValueError: AAAA" in outcome.traceback

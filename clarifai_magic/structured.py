@@ -2,9 +2,8 @@
 
 Owns the ``response_format`` to request for a pydantic model or dataclass, the instruction used
 when a model rejects ``response_format``, pulling JSON out of a chatty reply, and turning it into
-a validated object or a list of field errors. Schemas, strict mode and dataclass conversion come
-from :mod:`clarifai_magic.schema`; a pydantic model describes and validates itself (its own
-errors are the clearest). pydantic is optional and never imported here unless a model is used.
+a validated object or a list of field errors. Schemas, strict mode and validation are pydantic's,
+through :mod:`clarifai_magic.schema` (which imports it: this module is loaded on first use).
 """
 
 from __future__ import annotations
@@ -15,15 +14,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import pydantic
+
 from .schema import (
-    ConversionError,
     FieldError,
+    Invalid,
     SchemaError,
-    check,
-    convert,
     is_pydantic_model,
     json_schema,
     strict_schema,
+    validate,
 )
 
 __all__ = [
@@ -197,16 +197,10 @@ def parse_structured(text: str, cls: Any) -> StructuredResult:
     if error:
         return StructuredResult(None, text, [error])
     schema = schema_for(cls)  # raises the SchemaError explaining what --schema accepts
-    # Keys the class does not declare are ignored, as pydantic does by default. Strict mode's
-    # nulls for "the default" are dropped. A pydantic model's own errors are the clearest.
-    checked = check(data, schema, allow_extra=True)
-    errors = [] if is_pydantic_model(cls) else checked.errors
-    if not errors:
-        try:
-            return StructuredResult(convert(checked.value, cls), text)
-        except ConversionError as exc:
-            errors = exc.errors
-    return StructuredResult(None, text, errors)
-
-
-# ---------------------------------------------------------------- falling back
+    # Keys the class does not declare are ignored (pydantic's default); strict mode's nulls for
+    # "the default" are dropped.
+    adapter = cls if is_pydantic_model(cls) else pydantic.TypeAdapter(cls)
+    try:
+        return StructuredResult(validate(adapter, data, schema), text)
+    except Invalid as exc:
+        return StructuredResult(None, text, exc.errors)

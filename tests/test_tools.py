@@ -452,24 +452,23 @@ def test_star_parameters_are_rejected(source):
         tool(namespace["f"])
 
 
+class Thing:
+    """A plain class: pydantic has no schema for it."""
+
+
 def test_unsupported_type_names_the_parameter_and_the_type():
-    def f(z: complex) -> None:
+    def f(z: Thing) -> None:
         pass
 
-    with pytest.raises(ToolDeclarationError, match=r"parameter 'z' has type complex") as info:
+    with pytest.raises(ToolDeclarationError, match=r"parameter 'z' has type Thing") as info:
         as_tool(f)
     assert "dataclasses" in str(info.value)
 
 
 def test_other_declaration_errors():
-    def bad_keys(m: dict[int, str]) -> None:
-        pass
-
     def recursive(node: Node) -> None:
         pass
 
-    with pytest.raises(ToolDeclarationError, match="string keys"):
-        as_tool(bad_keys)
     with pytest.raises(ToolDeclarationError, match="recursive"):
         as_tool(recursive)
     with pytest.raises(ToolDeclarationError, match="not a valid tool name"):
@@ -580,11 +579,11 @@ def test_invalid_arguments_are_reported_to_the_model_and_the_tool_is_not_run(run
     assert ran == []
     assert [o.ok for o in outcomes] == [False] * 5
     assert all(o.content.startswith("Error: invalid arguments for get_weather: ") for o in outcomes)
-    assert "location: expected string, got integer 5" in outcomes[0].content
-    assert "location: field required" in outcomes[1].content
-    assert 'unit: expected one of "C", "F", got "K"' in outcomes[2].content
-    assert "city: unexpected field (allowed: location, unit, days)" in outcomes[3].content
-    assert "days: expected integer" in outcomes[4].content
+    assert "location: Input should be a valid string" in outcomes[0].content
+    assert "location: Field required" in outcomes[1].content
+    assert "unit: Input should be 'C' or 'F'" in outcomes[2].content
+    assert "city: Extra inputs are not permitted" in outcomes[3].content
+    assert "days: Input should be a valid integer" in outcomes[4].content
     assert outcomes[3].arguments == {"location": "Lima", "city": "Lima"}
 
 
@@ -595,7 +594,7 @@ def test_nested_validation_errors_give_a_path(runner):
     bad = {"route": {"start": {"x": 1, "y": 2}, "stops": [{"x": 1, "y": "north"}]}}
     outcome = run_one(runner, plan, bad)
     assert not outcome.ok
-    assert "route.stops[0].y: expected number, got string" in outcome.content
+    assert "route.stops[0].y: Input should be a valid number" in outcome.content
 
 
 def test_arguments_are_converted_to_the_annotated_types(runner):
@@ -649,9 +648,8 @@ def test_pydantic_constraints_and_bad_dates_are_argument_errors(runner):
         outcome.content
     )
     outcome = run_one(runner, g, {"when": "next tuesday"})
-    assert not outcome.ok and 'when: expected an ISO 8601 date, got "next tuesday"' in (
-        outcome.content
-    )
+    assert not outcome.ok and "when: Input should be a valid date" in outcome.content
+    assert "tuesday" not in outcome.content  # the model's input is not echoed back
 
 
 def test_strict_nulls_mean_defaults(runner):
@@ -905,12 +903,15 @@ def test_a_flood_of_invalid_arguments_gives_a_short_error(runner):
 
     outcome = run_one(runner, total, {"values": ["x"] * 10_000})
     assert not outcome.ok
-    listed = [f'values[{i}]: expected integer, got string "x"' for i in range(10)]
+    listed = [
+        f"values[{i}]: Input should be a valid integer, unable to parse string as an integer"
+        for i in range(10)
+    ]
     assert outcome.content == (
         f"Error: invalid arguments for total: {'; '.join(listed)}; and 9990 more."
     )
     outcome = run_one(runner, total, {"values": ["x"] * 10_000}, max_result_chars=50)
-    assert outcome.content.startswith("Error: invalid arguments for total: values[0]: expected")
+    assert outcome.content.startswith("Error: invalid arguments for total: values[0]: Input")
     assert outcome.content.endswith(" characters]")
     assert len(outcome.content) < 120
 
@@ -987,13 +988,16 @@ def test_positional_only_parameters(runner):
     assert run_one(runner, f, {"a": 1, "b": 5}).content == "15"
 
 
-def test_importing_tools_and_structured_loads_neither_ipython_nor_pydantic():
+def test_pydantic_is_imported_only_to_declare_tools_and_openai_only_for_strict_schemas():
+    # %load_ext stays fast: the runner loads neither; declaring a tool loads pydantic (not openai).
     code = (
-        "import sys, clarifai_magic.tools, clarifai_magic.structured; "
+        "import sys, clarifai_magic, clarifai_magic.tool_runner; "
+        "print(sorted(m for m in ('IPython', 'pydantic', 'openai') if m in sys.modules)); "
+        "import clarifai_magic.tools; "
         "print(sorted(m for m in ('IPython', 'pydantic', 'openai') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
+    assert done.stdout.split() == ["[]", "['pydantic']"]
 
 
 def test_a_dataframe_result_reaches_the_model_as_a_markdown_table():

@@ -4,7 +4,8 @@
 default, shared with the cells). A question runs on a worker thread, so the notebook stays usable
 and the Stop button is heard at once (a cancel flag the engine checks between chunks). Answers
 are drawn into the panel's own Output widgets, never into "the current cell", under the same
-frame budget as the cell view.
+frame budget and display size limit as the cell view. Everything shown that came from the user,
+the model or a tool (live or stored) is escaped as in the cell, since the page renders it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ import ipywidgets as widgets
 from .confirm import ButtonConfirm
 from .engine import Transcript
 from .models import model_id
-from .render import BYTES_PER_SECOND, MAX_UPDATES_PER_SECOND, FrameBudget, transcript_markdown
+from .options import RequestOptions
+from .render import (
+    BYTES_PER_SECOND,
+    DEFAULT_MAX_DISPLAY_CHARS,
+    MAX_UPDATES_PER_SECOND,
+    FrameBudget,
+    quote_untrusted,
+    safe_markdown_within,
+    transcript_markdown,
+)
 from .session import MAIN_CHAT, Ask, Session, SessionError
 
 USER_LABEL = "**You**\n\n"
@@ -33,14 +43,17 @@ def _markdown_output(markdown: str) -> tuple[dict[str, Any], ...]:
 class PanelView:
     """Draws a turn into one Output widget; safe to call from the worker thread."""
 
-    def __init__(self, out: widgets.Output) -> None:
+    def __init__(self, out: widgets.Output, *, max_chars: int = DEFAULT_MAX_DISPLAY_CHARS) -> None:
         self.out = out
+        self.max_chars = max_chars
         self.budget = FrameBudget(1 / MAX_UPDATES_PER_SECOND, BYTES_PER_SECOND)
 
     def show(self, transcript: Transcript, final: bool = False, force: bool = False) -> None:
         if not self.budget.allows(final, force):
             return
-        markdown = MODEL_LABEL + transcript_markdown(transcript, final=final)
+        markdown = MODEL_LABEL + transcript_markdown(
+            transcript, final=final, max_chars=self.max_chars - len(MODEL_LABEL)
+        )
         # Setting the trait sends one comm message; unlike `with out:` it is thread-safe.
         self.out.outputs = _markdown_output(markdown)
         self.budget.drew(len(markdown))
@@ -56,8 +69,10 @@ class ChatPanel:
         chat: str = MAIN_CHAT,
         model: str | None = None,
         tools: Callable[[], Mapping[str, Any]] = dict,
+        max_display_chars: int | None = None,
     ) -> None:
         self.session = session
+        self._max_display_chars = max_display_chars
         self.chat = chat
         self.model = model
         self.tools = tools
@@ -86,6 +101,12 @@ class ChatPanel:
         )
         self.widget.add_class("clarifai-chat")
         self._load_history()
+
+    @property
+    def max_display_chars(self) -> int:
+        """The size limit of one message's display: given, else ``%config``'s, else the default."""
+        configured = getattr(self.session.settings, "max_display_chars", None)
+        return self._max_display_chars or configured or DEFAULT_MAX_DISPLAY_CHARS
 
     # -- showing the conversation ---------------------------------------------------------
     def _describe(self) -> str:
@@ -118,7 +139,7 @@ class ChatPanel:
         for stored in self.session.store.messages(conv):
             role, content = stored.message.get("role"), stored.message.get("content")
             if role in ("user", "assistant") and isinstance(content, str) and content:
-                self._bubble(role, content)
+                self._bubble(role, safe_markdown_within(content, self.max_display_chars))
 
     # -- asking ---------------------------------------------------------------------------
     def send(self, text: str | None = None) -> threading.Thread | None:
@@ -127,7 +148,7 @@ class ChatPanel:
         if not question or (self.worker is not None and self.worker.is_alive()):
             return None
         self.prompt.value = ""
-        self._bubble("user", html.escape(question))
+        self._bubble("user", safe_markdown_within(question, self.max_display_chars))
         answer = self._bubble("assistant", "*Waiting for the model…*")
         self.cancel.clear()
         self.send_button.disabled, self.stop_button.disabled = True, False
@@ -139,12 +160,22 @@ class ChatPanel:
 
     def _ask(self, question: str, answer: widgets.Output) -> None:
         try:
-            ask = Ask(content=question, model=self.model, chat=self.chat, tools=self.tools())
+            ask = Ask(
+                content=question,
+                request=RequestOptions(model=self.model),
+                chat=self.chat,
+                tools=self.tools(),
+            )
             confirm = ButtonConfirm(place=self._add, cancel=self.cancel)
-            self.session.ask(ask, lambda: PanelView(answer), confirm=confirm, cancel=self.cancel)
+
+            def view() -> PanelView:
+                return PanelView(answer, max_chars=self.max_display_chars)
+
+            self.session.ask(ask, view, confirm=confirm, cancel=self.cancel)
         except SessionError as exc:
-            answer.outputs = _markdown_output(f"{MODEL_LABEL}> ⚠️ {exc}")
+            answer.outputs = _markdown_output(MODEL_LABEL + quote_untrusted("⚠️ ", str(exc)))
         except Exception as exc:  # a worker thread has nobody to raise to: show it
-            answer.outputs = _markdown_output(f"{MODEL_LABEL}> ⚠️ {type(exc).__name__}: {exc}")
+            shown = f"{type(exc).__name__}: {exc}"
+            answer.outputs = _markdown_output(MODEL_LABEL + quote_untrusted("⚠️ ", shown))
         finally:
             self.send_button.disabled, self.stop_button.disabled = False, True

@@ -74,7 +74,7 @@ def test_confirm_tools_ask_inside_the_panel(shell: Any, server: OfflineServer) -
     panel = ChatPanel(
         shell._clarifai_magics.session,
         chat="panel-tools",
-        tools=lambda: shell._clarifai_magics._tools("wipe"),
+        tools=lambda: shell._clarifai_magics.session.offered_tools("wipe", shell.user_ns),
     )
     server.enqueue(tool_calls([("call_1", "wipe", '{"table": "t"}')]), text("Wiped."))
     worker = panel.send("Wipe t")
@@ -108,3 +108,33 @@ def test_chat_command_shows_a_panel(shell: Any, server: OfflineServer) -> None:
     assert any("application/vnd.jupyter.widget-view+json" in o.data for o in out.outputs)
     out = run(shell, "%clarifai chat side -m nonsense-model")
     assert not out.result.success and "Unknown model" in out.stdout
+
+
+def test_the_panel_escapes_stored_and_new_messages(shell: Any, server: OfflineServer) -> None:
+    hostile = "<img src=x onerror=alert(1)> and `<b>`"
+    server.enqueue(text(f"Stored {hostile}"))
+    run(shell, "%%clarifai --chat panel-hostile\nFirst")
+    panel = ChatPanel(shell._clarifai_magics.session, chat="panel-hostile")
+    stored = markdown_of(panel.messages.children[-1])
+    assert stored == "Stored &lt;img src=x onerror=alert(1)> and `<b>`"
+    server.enqueue(text(f"New {hostile}", chunk_size=3))
+    panel.send(f"Ask {hostile}").join(timeout=30)
+    question, answer = (markdown_of(b) for b in panel.messages.children[-2:])
+    assert question == "Ask &lt;img src=x onerror=alert(1)> and `<b>`"
+    assert answer.startswith("New &lt;img src=x onerror=alert(1)> and `<b>`")
+
+
+def test_a_long_answer_is_clipped_in_the_panel_with_a_notice(
+    shell: Any, server: OfflineServer
+) -> None:
+    panel = ChatPanel(shell._clarifai_magics.session, chat="panel-long", max_display_chars=5_000)
+    server.enqueue(text("word " * 4_000, chunks=20))
+    panel.send("Talk").join(timeout=30)
+    shown = panel.messages.children[-1].outputs[0]["data"]["text/markdown"]
+    assert len(shown) <= 5_000
+    assert shown.startswith("**Model**\n\nword word")
+    assert "too long to show in full here (20,000 characters" in shown
+    # The conversation keeps all of it.
+    session = shell._clarifai_magics.session
+    stored = session.store.messages(session.conversation("panel-long", create=False))
+    assert len(stored[-1].message["content"]) >= 19_999

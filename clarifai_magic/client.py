@@ -107,6 +107,101 @@ def _is_connection_error(exc: BaseException) -> bool:
     )
 
 
+# The server's own words go into our paragraph: enough to act on, never a flood.
+MAX_DETAIL_CHARS = 500
+
+# One paragraph per kind of fault, first match wins: (what the fault is, what to tell the user).
+# Placeholders: {model}, {detail} (the server's words), {status}, {source} (where the PAT is from).
+_FAULTS: tuple[tuple[str, str], ...] = (
+    (
+        "AuthenticationError",
+        "Clarifai rejected the Personal Access Token from {source} (HTTP 401). Check that it is "
+        "current at https://clarifai.com/settings/security; `%clarifai login` replaces it for "
+        "this session.",
+    ),
+    (
+        "PermissionDeniedError",
+        "Your PAT is not allowed to use {model} (HTTP 403: {detail}). Check the token's scopes "
+        "and that your account can access this model.",
+    ),
+    (
+        "NotFoundError",
+        "Clarifai has no model {model} (HTTP 404: {detail}). Check the spelling, or run "
+        "`%clarifai models` to see the models you can use.",
+    ),
+    (
+        "RateLimitError",
+        "Clarifai kept answering 'too many requests' (HTTP 429) after retrying: {detail}. Wait a "
+        "minute and run the cell again, or check your plan's rate limits.",
+    ),
+    (
+        "server error",
+        "Clarifai's server failed (HTTP {status}) and kept failing after retries: {detail}. Try "
+        "again shortly or pick another model with -m.",
+    ),
+    ("APIStatusError", "Clarifai refused the request (HTTP {status}): {detail}."),
+    (
+        "APITimeoutError",
+        "The request to Clarifai timed out. Run the cell again; long answers may need "
+        "--max-tokens.",
+    ),
+    (
+        "dropped mid-stream",
+        "The connection to Clarifai dropped before the answer was complete; what arrived is "
+        "kept above. Run the cell again to retry.",
+    ),
+    (
+        "APIConnectionError",
+        "Could not reach Clarifai's API. Check your network connection (and CLARIFAI_API_BASE if "
+        "you set it), then run the cell again.",
+    ),
+    (
+        "model error",
+        "The model reported an error while answering: {detail}. What arrived before the error "
+        "is kept above; run the cell again to retry, or try another model with -m.",
+    ),
+    (
+        "malformed event",
+        "The server sent a malformed streaming event, so the answer was cut short. Run the cell "
+        "again.",
+    ),
+    (
+        "connection dropped",
+        "The connection to Clarifai dropped before the answer was complete. Run the cell again "
+        "to retry.",
+    ),
+)
+
+
+def _fault_kind(exc: BaseException, mid_stream: bool) -> str | None:
+    """Which row of :data:`_FAULTS` ``exc`` is, or None for an unexpected error."""
+    import openai
+
+    status = getattr(exc, "status_code", None)
+    dropped = isinstance(exc, openai.APIConnectionError) or _is_connection_error(exc)
+    for kind in (
+        "AuthenticationError",
+        "PermissionDeniedError",
+        "NotFoundError",
+        "RateLimitError",
+    ):
+        if isinstance(exc, getattr(openai, kind)):
+            return kind
+    if isinstance(exc, openai.APIStatusError):
+        return "server error" if status and status >= 500 else "APIStatusError"
+    if isinstance(exc, openai.APITimeoutError):
+        return "APITimeoutError"
+    if mid_stream and dropped:
+        return "dropped mid-stream"
+    if isinstance(exc, openai.APIConnectionError):
+        return "APIConnectionError"
+    if isinstance(exc, openai.APIError | ModelStreamError):
+        return "model error"
+    if isinstance(exc, json.JSONDecodeError):
+        return "malformed event"
+    return "connection dropped" if dropped else None
+
+
 def explain_error(
     exc: BaseException,
     model: str,
@@ -119,71 +214,19 @@ def explain_error(
     ``mid_stream`` says part of the answer had already arrived, which turns a connection error
     into "the connection dropped" rather than "could not reach".
     """
-    import openai
-
     detail = _server_detail(exc).rstrip(".")
-    status = getattr(exc, "status_code", None)
-    if isinstance(exc, openai.AuthenticationError):
-        source = credentials.source if credentials else "your settings"
-        text = (
-            f"Clarifai rejected the Personal Access Token from {source} (HTTP 401). Check that "
-            "it is current at https://clarifai.com/settings/security; `%clarifai login` "
-            "replaces it for this session."
-        )
-    elif isinstance(exc, openai.PermissionDeniedError):
-        text = (
-            f"Your PAT is not allowed to use {model} (HTTP 403: {detail}). Check the token's "
-            "scopes and that your account can access this model."
-        )
-    elif isinstance(exc, openai.NotFoundError):
-        text = (
-            f"Clarifai has no model {model} (HTTP 404: {detail}). Check the spelling, or run "
-            "`%clarifai models` to see the models you can use."
-        )
-    elif isinstance(exc, openai.RateLimitError):
-        text = (
-            f"Clarifai kept answering 'too many requests' (HTTP 429) after retrying: {detail}. "
-            "Wait a minute and run the cell again, or check your plan's rate limits."
-        )
-    elif isinstance(exc, openai.APIStatusError) and status and status >= 500:
-        text = (
-            f"Clarifai's server failed (HTTP {status}) and kept failing after retries: {detail}. "
-            "Try again shortly or pick another model with -m."
-        )
-    elif isinstance(exc, openai.APIStatusError):
-        text = f"Clarifai refused the request (HTTP {status}): {detail}."
-    elif isinstance(exc, openai.APITimeoutError):
-        text = (
-            "The request to Clarifai timed out. Run the cell again; long answers may need "
-            "--max-tokens."
-        )
-    elif mid_stream and (isinstance(exc, openai.APIConnectionError) or _is_connection_error(exc)):
-        text = (
-            "The connection to Clarifai dropped before the answer was complete; what arrived is "
-            "kept above. Run the cell again to retry."
-        )
-    elif isinstance(exc, openai.APIConnectionError):
-        text = (
-            "Could not reach Clarifai's API. Check your network connection (and CLARIFAI_API_BASE "
-            "if you set it), then run the cell again."
-        )
-    elif isinstance(exc, (openai.APIError, ModelStreamError)):
-        text = (
-            f"The model reported an error while answering: {detail}. What arrived before the "
-            "error is kept above; run the cell again to retry, or try another model with -m."
-        )
-    elif isinstance(exc, json.JSONDecodeError):
-        text = (
-            "The server sent a malformed streaming event, so the answer was cut short. "
-            "Run the cell again."
-        )
-    elif _is_connection_error(exc):
-        text = (
-            "The connection to Clarifai dropped before the answer was complete. "
-            "Run the cell again to retry."
-        )
-    else:
+    if len(detail) > MAX_DETAIL_CHARS:
+        detail = detail[:MAX_DETAIL_CHARS] + "…"
+    kind = _fault_kind(exc, mid_stream)
+    if kind is None:
         text = f"Unexpected error while talking to Clarifai: {type(exc).__name__}: {detail}"
+    else:
+        text = dict(_FAULTS)[kind].format(
+            model=model,
+            detail=detail,
+            status=getattr(exc, "status_code", None),
+            source=credentials.source if credentials else "your settings",
+        )
     return redact(text, credentials.pat if credentials else None)
 
 
@@ -213,29 +256,3 @@ def rejects_response_format(error_message: str, status: int | None) -> bool:
 
 def status_of(exc: BaseException) -> int | None:
     return getattr(exc, "status_code", None)
-
-
-def completion_kwargs(
-    *,
-    model: str,
-    messages: list[dict[str, Any]],
-    stream: bool,
-    temperature: float | None = None,
-    max_tokens: int | None = None,
-    tools: list[dict[str, Any]] | None = None,
-    response_format: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Arguments for ``client.chat.completions.create``, leaving out what was not asked for."""
-    kwargs: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
-    if stream:
-        kwargs["stream_options"] = {"include_usage": True}
-    if temperature is not None:
-        kwargs["temperature"] = temperature
-    if max_tokens is not None:
-        kwargs["max_tokens"] = max_tokens
-    if tools:
-        kwargs["tools"] = tools
-        kwargs["tool_choice"] = "auto"
-    if response_format is not None:
-        kwargs["response_format"] = response_format
-    return kwargs

@@ -1,39 +1,42 @@
 """The ``%clarifai WORD`` line commands: login, models, aliases, tools, conversations, the panel.
 
-Each command is one small method of :class:`LineCommands`, listed in :meth:`command_table` with
-the shape of arguments it takes. :class:`~clarifai_magic.magics.ClarifaiMagics` mixes this in and
-provides what the commands lean on: ``shell``, ``session``, ``session_tools``, ``aliases``,
-``display_mode``, ``_tools()``, ``_warn()`` and ``_in_notebook()``.
+Each command is a :class:`Command` record: its name, which arguments fit it (so that a one-line
+question merely starting with a command word, "%clarifai history of Rome", is asked rather than
+run), the method that runs it, and its help line. :class:`LineCommands` gets what the commands
+need explicitly: the session, where output goes, and how to change the aliases setting.
 """
 
 from __future__ import annotations
 
+import datetime
 import getpass
 import shlex
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import MagicArgumentParser
-from IPython.display import Markdown, display
+from IPython.display import display
 
 from .config import Secret
 from .models import check_alias_name, merge_model_list, short_path
+from .output import Output
 from .render import history_markdown
 from .session import MAIN_CHAT, Session, SessionError
 
-Command = tuple[Callable[[str], Any], Callable[[list[str]], bool]]
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    fits: Callable[[list[str]], bool]  # do these words make sense as this command's arguments?
+    run: Callable[[str], None]  # takes the rest of the line
+    help: str  # one line for `%clarifai help`
 
 
-class CellFailed(Exception):
-    """Fails the cell with one clear paragraph: IPython shows what ``_render_traceback_``
-    returns in place of a traceback."""
-
-    def _render_traceback_(self) -> list[str]:
-        return [str(self)]
-
-
-def split_args(line: str) -> list[str]:
+def split_words(line: str) -> list[str]:
+    """Shell-like words with their quotes removed (IPython's ``parse_argstring`` keeps them);
+    a quoting mistake is a usage error, not a crash."""
     try:
         return shlex.split(line)
     except ValueError as exc:
@@ -66,45 +69,79 @@ def _subparser(name: str, description: str) -> MagicArgumentParser:
 
 
 class LineCommands:
-    """The line commands of ``%clarifai``, mixed into the magics class."""
+    """The line commands of ``%clarifai``, over one session."""
 
-    shell: Any
-    session: Session
-    session_tools: list[str]
-    aliases: dict[str, str]
-    display_mode: str
+    def __init__(
+        self,
+        session: Session,
+        *,
+        output: Output,
+        namespace: Callable[[], dict[str, Any]],
+        set_aliases: Callable[[dict[str, str]], None],
+    ) -> None:
+        self.session = session
+        self.out = output
+        self.namespace = namespace  # the user's variables, where tools are looked up
+        self.set_aliases = set_aliases  # the aliases setting belongs to the magic's config
 
-    def command_table(self) -> dict[str, Command]:
-        # Each command with the shape of arguments it takes, so that a one-line question that
-        # merely starts with a command word ("%clarifai history of Rome") is asked, not run.
-        return {
-            "login": (self.cmd_login, no_args),
-            "logout": (self.cmd_logout, no_args),
-            "offline": (self.cmd_offline, lambda w: w in ([], ["on"], ["off"], ["auto"])),
-            "models": (self.cmd_models, no_args),
-            "alias": (self.cmd_alias, lambda w: len(w) <= 2 or w[0] == "--remove"),
-            "tools": (
-                self.cmd_tools,
-                lambda w: not w or w[0] in ("add", "remove", "list", "show"),
+    def table(self) -> dict[str, Command]:
+        commands = [
+            Command("login", no_args, self.cmd_login, "paste a PAT for this session"),
+            Command("logout", no_args, self.cmd_logout, "forget a PAT given with login"),
+            Command(
+                "offline",
+                lambda w: w in ([], ["on"], ["off"], ["auto"]),
+                self.cmd_offline,
+                "[on|off|auto]: answer from the built-in offline server (scripted)",
             ),
-            "history": (self.cmd_history, _one_name),
-            "reset": (self.cmd_reset, _one_name),
-            "undo": (self.cmd_undo, _one_name),
-            "chats": (self.cmd_chats, no_args),
-            "fork": (self.cmd_fork, lambda w: 1 <= len(w) <= 5),
-            "notebooks": (self.cmd_notebooks, no_args),
-            "usage": (self.cmd_usage, no_args),
-            "chat": (self.cmd_chat, _name_then_options),
-        }
+            Command("models", no_args, self.cmd_models, "models and what they can do"),
+            Command(
+                "alias",
+                lambda w: len(w) <= 2 or w[0] == "--remove",
+                self.cmd_alias,
+                "NAME MODEL | --remove NAME | (no args: list aliases)",
+            ),
+            Command(
+                "tools",
+                lambda w: not w or w[0] in ("add", "remove", "list", "show"),
+                self.cmd_tools,
+                "add F G | remove F | list | show F: tools offered to every cell",
+            ),
+            Command("history", _one_name, self.cmd_history, "[NAME]: show a conversation"),
+            Command("reset", _one_name, self.cmd_reset, "[NAME]: forget a conversation"),
+            Command("undo", _one_name, self.cmd_undo, "[NAME]: drop the last exchange"),
+            Command("chats", no_args, self.cmd_chats, "this notebook's conversations"),
+            Command(
+                "fork",
+                lambda w: 1 <= len(w) <= 5,
+                self.cmd_fork,
+                "NEW [--from NAME] [--notebook KEY]: copy a conversation",
+            ),
+            Command("notebooks", no_args, self.cmd_notebooks, "every notebook with conversations"),
+            Command("usage", no_args, self.cmd_usage, "tokens per conversation and model"),
+            Command(
+                "chat",
+                _name_then_options,
+                self.cmd_chat,
+                "[NAME] [-m MODEL] [--tools f,g]: a chat panel on a conversation",
+            ),
+        ]
+        return {command.name: command for command in commands}
+
+    def _tools(self, names: str) -> dict[str, Any]:
+        try:
+            return self.session.offered_tools(names, self.namespace())
+        except SessionError as exc:
+            raise UsageError(str(exc)) from None
 
     def cmd_login(self, rest: str) -> None:
         """Paste a Clarifai PAT for this session (not echoed, not saved)."""
         pat = getpass.getpass("Clarifai PAT: ").strip()
         if not pat:
-            self._warn("No PAT entered; nothing changed.")
+            self.out.warn("No PAT entered; nothing changed.")
             return
         self.session.login_pat = Secret(pat)
-        print(
+        self.out.text(
             "Logged in for this session: this PAT is used until `%clarifai logout` or a "
             "restart, instead of CLARIFAI_PAT or the Clarifai CLI config. It is not saved."
         )
@@ -112,7 +149,7 @@ class LineCommands:
     def cmd_logout(self, rest: str) -> None:
         """Forget a PAT given with %clarifai login."""
         self.session.login_pat = None
-        print("Forgot the PAT from %clarifai login.")
+        self.out.text("Forgot the PAT from %clarifai login.")
 
     def cmd_offline(self, rest: str) -> None:
         """[on|off|auto]: answer from the built-in offline server (scripted, no account needed)."""
@@ -121,7 +158,7 @@ class LineCommands:
             raise UsageError("Usage: %clarifai offline [on|off|auto]")
         if choice == "off":
             self.session.go_online()
-            print("Offline mode off: questions go to Clarifai again.")
+            self.out.text("Offline mode off: questions go to Clarifai again.")
             return
         if choice == "auto" and not self.session.offline:
             try:
@@ -129,10 +166,10 @@ class LineCommands:
             except SessionError:
                 pass
             else:
-                print(f"Using Clarifai with the PAT from {creds.source}.")
+                self.out.text(f"Using Clarifai with the PAT from {creds.source}.")
                 return
         address = self.session.go_offline()
-        print(
+        self.out.text(
             f"Offline mode on: answers now come from the built-in server at {address}. They are "
             "SCRIPTED (the server echoes your question), not from a real model. "
             "`%clarifai offline off` switches back."
@@ -166,7 +203,7 @@ class LineCommands:
                 [f"`{info.path}`", ", ".join(info.aliases), listed_mark, *map(mark.get, flags)]
             )
         header = ["model", "alias", "listed", "image", "tools", "tool streaming"]
-        self._print_markdown((f"{note}\n\n" if note else "") + markdown_table(header, rows))
+        self.out.markdown((f"{note}\n\n" if note else "") + markdown_table(header, rows))
 
     def cmd_alias(self, rest: str) -> None:
         """NAME MODEL | --remove NAME | (no args: list aliases)."""
@@ -174,46 +211,46 @@ class LineCommands:
         parser.add_argument("--remove", action="store_true")
         parser.add_argument("name", nargs="?")
         parser.add_argument("model", nargs="?")
-        args = parser.parse_args(split_args(rest))
-        aliases = dict(self.aliases)
+        args = parser.parse_args(split_words(rest))
+        aliases = dict(self.session.settings.aliases)
         if args.name is None:
-            print("\n".join(f"{k} -> {v}" for k, v in sorted(aliases.items())) or "No aliases yet.")
+            listed = "\n".join(f"{k} -> {v}" for k, v in sorted(aliases.items()))
+            self.out.text(listed or "No aliases yet.")
         elif args.remove:
             if aliases.pop(args.name, None) is None:
                 raise UsageError(f"There is no alias {args.name!r}.")
-            self.aliases = aliases
-            print(f"Removed alias {args.name}.")
+            self.set_aliases(aliases)
+            self.out.text(f"Removed alias {args.name}.")
         elif args.model is None:
             raise UsageError("Usage: %clarifai alias NAME MODEL")
         else:
             check_alias_name(args.name)
             target = self.session.resolve_model(args.model)
-            self.aliases = {**aliases, args.name: target}
-            print(f"{args.name} -> {short_path(target)}")
+            self.set_aliases({**aliases, args.name: target})
+            self.out.text(f"{args.name} -> {short_path(target)}")
 
     def cmd_tools(self, rest: str) -> None:
         """add F G | remove F | list | show F: tools offered to every cell."""
         action, _, names = rest.partition(" ")
         names_list = names.replace(",", " ").split()
+        defaults = self.session.default_tools
         if action == "add":
             self._tools(",".join(names_list))  # declare-time errors show now
-            self.session_tools += [n for n in names_list if n not in self.session_tools]
-            print("Session tools: " + ", ".join(self.session_tools))
+            defaults += [n for n in names_list if n not in defaults]
         elif action == "remove":
-            self.session_tools = [n for n in self.session_tools if n not in names_list]
-            print("Session tools: " + (", ".join(self.session_tools) or "none"))
-        elif action in ("", "list"):
-            print("Session tools: " + (", ".join(self.session_tools) or "none"))
+            defaults[:] = [n for n in defaults if n not in names_list]
+        if action in ("add", "remove", "", "list"):
+            self.out.text("Session tools: " + (", ".join(defaults) or "none"))
         elif action == "show":
             from .tools import describe_schema
 
             for name, spec in self._tools(",".join(names_list)).items():
-                print(f"{name}:\n{describe_schema(spec)}")
+                self.out.text(f"{name}:\n{describe_schema(spec)}")
         else:
             raise UsageError("Usage: %clarifai tools add F G | remove F | list | show F")
 
     def _chat_arg(self, rest: str, command: str) -> str:
-        words = split_args(rest)
+        words = split_words(rest)
         if len(words) > 1:
             raise UsageError(f"Usage: %clarifai {command} [NAME]")
         return words[0] if words else MAIN_CHAT
@@ -229,19 +266,21 @@ class LineCommands:
     def cmd_history(self, rest: str) -> None:
         """[NAME]: show a conversation, tool calls included."""
         conv = self._existing(self._chat_arg(rest, "history"))
-        self._print_markdown(history_markdown(conv.name, self.session.store.messages(conv)))
+        messages = self.session.store.messages(conv)
+        limit = self.session.settings.max_display_chars
+        self.out.markdown(history_markdown(conv.name, messages, max_chars=limit))
 
     def cmd_reset(self, rest: str) -> None:
         """[NAME]: forget a conversation's messages."""
         name = self._chat_arg(rest, "reset")
         removed = self.session.store.reset(self._existing(name))
-        print(f"Conversation {name!r} reset ({removed} messages removed).")
+        self.out.text(f"Conversation {name!r} reset ({removed} messages removed).")
 
     def cmd_undo(self, rest: str) -> None:
         """[NAME]: drop the last exchange."""
         name = self._chat_arg(rest, "undo")
         removed = self.session.store.undo(self._existing(name))
-        print(
+        self.out.text(
             f"Removed the last exchange of {name!r} ({removed} messages)."
             if removed
             else "Nothing to undo."
@@ -254,7 +293,7 @@ class LineCommands:
             for chat in self.session.store.chats(self.session.notebook_key())
         ]
         header = ["conversation", "messages", "last used", "system prompt"]
-        self._print_markdown(markdown_table(header, rows) if rows else "No conversations yet.")
+        self.out.markdown(markdown_table(header, rows) if rows else "No conversations yet.")
 
     def cmd_fork(self, rest: str) -> None:
         """NEW [--from NAME] [--notebook KEY]: copy a conversation under a new name."""
@@ -262,7 +301,7 @@ class LineCommands:
         parser.add_argument("new")
         parser.add_argument("--from", dest="source", default=MAIN_CHAT)
         parser.add_argument("--notebook", help="the key of another notebook to copy from")
-        args = parser.parse_args(split_args(rest))
+        args = parser.parse_args(split_words(rest))
         here = self.session.notebook_key()
         source = self.session.store.conversation(args.notebook or here, args.source, create=False)
         if source is None:
@@ -272,7 +311,9 @@ class LineCommands:
             self.session.store.fork(source, args.new, notebook_key=here)
         except ValueError as exc:  # the name is taken or empty; the store says which
             raise UsageError(str(exc)) from None
-        print(f"Copied {args.source!r} into {args.new!r}; use --chat {args.new} to continue it.")
+        self.out.text(
+            f"Copied {args.source!r} into {args.new!r}; use --chat {args.new} to continue it."
+        )
 
     def cmd_notebooks(self, rest: str) -> None:
         """Every notebook with stored conversations (to find one that was renamed)."""
@@ -287,11 +328,11 @@ class LineCommands:
             for nb in self.session.store.notebooks()
         ]
         if not rows:
-            self._print_markdown("No conversations yet.")
+            self.out.markdown("No conversations yet.")
             return
         header = ["notebook", "conversations", "messages", "last used"]
         hint = "To bring a conversation over: `%clarifai fork NEW --from NAME --notebook KEY`."
-        self._print_markdown(markdown_table(header, rows) + "\n\n" + hint)
+        self.out.markdown(markdown_table(header, rows) + "\n\n" + hint)
 
     def cmd_chat(self, rest: str) -> None:
         """[NAME] [-m MODEL] [--tools f,g]: a chat panel on a conversation of this notebook."""
@@ -301,7 +342,7 @@ class LineCommands:
         parser.add_argument("name", nargs="?", default=MAIN_CHAT)
         parser.add_argument("-m", "--model")
         parser.add_argument("--tools", default="")
-        args = parser.parse_args(split_args(rest))
+        args = parser.parse_args(split_words(rest))
         if args.model:
             self.session.resolve_model(args.model)  # an unknown model fails here, not later
         self._tools(args.tools)  # likewise undefined tools
@@ -322,18 +363,10 @@ class LineCommands:
             for row in self.session.store.usage(self.session.notebook_key())
         ]
         header = ["conversation", "model", "tokens in", "tokens out"]
-        self._print_markdown(markdown_table(header, rows) if rows else "No usage recorded yet.")
-
-    def _print_markdown(self, text: str) -> None:
-        if self.display_mode == "cell" or (self.display_mode == "auto" and self._in_notebook()):
-            display(Markdown(text))
-        else:
-            print(text)
+        self.out.markdown(markdown_table(header, rows) if rows else "No usage recorded yet.")
 
 
 def _when(timestamp: float | None) -> str:
     if not timestamp:
         return ""
-    import datetime
-
     return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")

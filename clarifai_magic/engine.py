@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from .client import (
     DEFAULT_MAX_RETRIES,
     ModelStreamError,
-    completion_kwargs,
     explain_error,
     rejects_response_format,
     retry_delay,
@@ -28,6 +27,7 @@ from .client import (
     status_of,
 )
 from .config import Credentials, Redactor
+from .options import RequestOptions
 from .stream import StreamAccumulator, ToolCall, Usage
 
 if TYPE_CHECKING:
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
     from .tools import Tool, ToolOutcome, ToolRunner
 
-DEFAULT_MAX_ROUNDS = 10
 # How often a streaming answer is saved as a partial checkpoint, so a killed kernel loses little.
 CHECKPOINT_SECONDS = 1.0
 
@@ -65,17 +64,15 @@ class StreamIncomplete(Exception):
 
 @dataclass
 class TurnOptions:
-    model: str
-    temperature: float | None = None
-    max_tokens: int | None = None
+    """How to run a turn: the resolved model, the request's own options, the tools offered, and
+    the session's settings that bound it."""
+
+    model: str  # resolved: the full Clarifai model URL
+    request: RequestOptions = field(default_factory=RequestOptions)
     tools: Mapping[str, Tool] = field(default_factory=dict)
-    max_rounds: int = DEFAULT_MAX_ROUNDS
+    tool_streaming: bool = True
     max_retries: int = DEFAULT_MAX_RETRIES
     max_tool_result_chars: int | None = None  # None: the tool runner's default
-    tool_streaming: bool = True
-    response_format: dict[str, Any] | None = None
-    # Appended as a system message if the server rejects ``response_format``.
-    response_format_fallback: str | None = None
     limits: Limits = field(default_factory=Limits)
 
 
@@ -247,7 +244,7 @@ class _Turn:
         self.save = on_messages or (lambda messages, partial, usage: None)
         self.cancel = cancel
         self.redactor = Redactor()
-        self.response_format = options.response_format
+        self.response_format = options.request.response_format
         self.transcript = Transcript(model=options.model)
         self.view_failure: Exception | None = None
         self.save_failed = False
@@ -331,9 +328,10 @@ class _Turn:
             if not calls:
                 transcript.status = "done"
                 return [_assistant_message(round_)]
-            if len(transcript.rounds) > options.max_rounds:
+            max_rounds = options.request.max_rounds
+            if len(transcript.rounds) > max_rounds:
                 # Results nobody will read: don't run them (tools may have side effects).
-                rounds = f"{options.max_rounds} round{'s' if options.max_rounds > 1 else ''}"
+                rounds = f"{max_rounds} round{'s' if max_rounds > 1 else ''}"
                 transcript.status = "error"
                 transcript.error = (
                     f"The model still wanted to call tools after {rounds} of tool calls, so "
@@ -345,15 +343,16 @@ class _Turn:
 
     def _fall_back_from_response_format(self, exc: Exception, round_: Round) -> bool:
         """If the model refuses ``response_format``, ask for JSON in words and say so."""
+        fallback = self.options.request.response_format_fallback
         if (
             self.response_format is None
-            or not self.options.response_format_fallback
+            or not fallback
             or round_.stream.text
             or not rejects_response_format(str(exc), status_of(exc))
         ):
             return False
         self.response_format = None
-        self.sent.append({"role": "system", "content": self.options.response_format_fallback})
+        self.sent.append({"role": "system", "content": fallback})
         self.transcript.notices.append(
             "This model rejected response_format; asked for JSON in the prompt instead."
         )
@@ -363,12 +362,10 @@ class _Turn:
         options = self.options
         tools = [t.schema() for t in options.tools.values()]
         stream = bool(not tools or options.tool_streaming)
-        kwargs = completion_kwargs(
+        kwargs = options.request.completion_kwargs(
             model=options.model,
             messages=self.sent,
             stream=stream,
-            temperature=options.temperature,
-            max_tokens=options.max_tokens,
             tools=tools,
             response_format=self.response_format,
         )

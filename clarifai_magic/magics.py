@@ -1,6 +1,7 @@
 """The ``%%clarifai`` cell magic: options, prompt, dispatch to the session and a view.
 
-Parsing and dispatch only: a cell becomes an :class:`~clarifai_magic.session.Ask`, the session
+Parsing and dispatch only: options are declared IPython's way (``magic_arguments``, so
+``%%clarifai?`` shows them), a cell becomes an :class:`~clarifai_magic.session.Ask`, the session
 runs it, and a view from :mod:`clarifai_magic.render` draws it. ``%clarifai WORD ...`` runs a
 line command from :mod:`clarifai_magic.commands` when its arguments fit; otherwise the line is a
 one-line question.
@@ -12,114 +13,70 @@ import argparse
 import keyword
 import os
 import re
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import MagicArgumentParser
+from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Dict, Enum, Int, List, Unicode
 
-from .commands import CellFailed, LineCommands, no_args, split_args
-from .engine import DEFAULT_MAX_ROUNDS, Limits, Transcript
+from .commands import Command, LineCommands, no_args, split_words
+from .engine import Limits, Transcript
+from .failures import CellFailed
 from .media import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE
-from .models import (
-    ModelNameError,
-    capabilities,
-    short_path,
-)
+from .models import ModelNameError, capabilities, short_path
+from .options import BOUNDS, DEFAULT_MAX_ROUNDS, OptionError, RequestOptions
+from .output import Output, cell_output
 from .prompt import extract_code, interpolate
-from .render import CellView, TerminalView
+from .render import DEFAULT_MAX_DISPLAY_CHARS, CellView, TerminalView
 from .session import MAIN_CHAT, Ask, Session, SessionError, Settings
 from .store import StoreError, StoreInterrupted
 
 FORMATS = ("markdown", "text", "code", "json")
 # The names IPython keeps output history in: _, __, ___, _i, _ii, _iii, _5, _i5, _oh, _ih, _dh.
 IPYTHON_NAMES = re.compile(r"^(_{1,3}|_i{1,3}|_i?\d+|_oh|_ih|_dh)$")
+# A word of a one-line question's leading options: quoted, or up to the next space.
+_WORD = re.compile(r"(\"[^\"]*\"|'[^']*'|\S+)\s*")
 
 
-def _number(kind: type, low: float, high: float | None = None) -> Callable[[str], Any]:
-    """An argparse type that also checks the range, so bad values fail before any request."""
+def _bounded(name: str) -> Callable[[str], Any]:
+    """An argparse type checking :data:`~clarifai_magic.options.BOUNDS`, so a bad value fails
+    with the option's name before any request."""
 
     def parse(text: str) -> Any:
         try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value < low or (high is not None and value > high):
-            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"{text} is out of range: use a value {bounds}")
-        return value
+            return BOUNDS[name].check(name, text)
+        except OptionError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
-    parse.__name__ = kind.__name__
+    parse.__name__ = BOUNDS[name].kind.__name__
     return parse
 
 
-def _cell_parser() -> tuple[MagicArgumentParser, frozenset[str]]:
-    """The options of ``%%clarifai``, and which of them take a value."""
-    parser = MagicArgumentParser(
-        prog="%%clarifai",
-        description="Ask a Clarifai-hosted model; the cell body is the prompt.",
-        formatter_class=argparse.HelpFormatter,
-        add_help=False,
-    )
-    takes_value: set[str] = set()
+def split_leading_options(parser: argparse.ArgumentParser, line: str) -> tuple[str, str]:
+    """The leading options of a one-line ``%clarifai`` and the prompt after them.
 
-    def add(*flags: str, **kwargs: Any) -> None:
-        parser.add_argument(*flags, **kwargs)
-        if kwargs.get("action") != "store_true":
-            takes_value.update(flags)
-
-    add("-m", "--model", help="Model: Clarifai URL, USER/APP/models/MODEL, id or alias.")
-    add("-s", "--system", help="System prompt (kept with the conversation).")
-    add("-t", "--temperature", type=_number(float, 0, 2), help="Sampling temperature (0-2).")
-    add("--max-tokens", type=_number(int, 1), help="Upper limit on the answer's tokens.")
-    add("-f", "--format", choices=FORMATS, default="markdown", help="How to show the answer.")
-    add("--no-interpolate", action="store_true", help="Send {braces} as written.")
-    add("--out", help="Store the answer (or parsed value) in this variable.")
-    add("--tools", default="", help="Comma-separated functions the model may call.")
-    add(
-        "--max-rounds",
-        type=_number(int, 1),
-        default=DEFAULT_MAX_ROUNDS,
-        help="Most rounds of tool calls in one answer.",
-    )
-    add("--chat", default=MAIN_CHAT, help="Conversation name (default: main).")
-    add("--new", action="store_true", help="Start the conversation afresh.")
-    add("--no-history", action="store_true", help="A one-off question outside any conversation.")
-    add("--image", action="append", default=[], help="Image to send (repeatable).")
-    add("--schema", help="Pydantic model or dataclass the answer must follow.")
-    return parser, frozenset(takes_value)
-
-
-CELL_PARSER, VALUE_OPTIONS = _cell_parser()
-
-
-def split_line_prompt(line: str) -> tuple[list[str], str]:
-    """Leading options of a one-line ``%clarifai`` and the prompt after them.
-
-    The prompt may hold apostrophes and dashes, so only the leading ``-x value`` pairs are
-    tokenised; ``--`` ends the options explicitly.
+    The prompt may hold apostrophes and dashes, so only the leading options (and the values of
+    those that take one, as the parser declares them) are taken; ``--`` ends them explicitly.
     """
-    options: list[str] = []
+    taken: list[str] = []
     rest = line.strip()
-    token = re.compile(r"(\"[^\"]*\"|'[^']*'|\S+)\s*")
     while rest.startswith("-"):
-        match = token.match(rest)
+        match = _WORD.match(rest)
         assert match is not None
-        word = match.group(1)
-        rest = rest[match.end() :]
+        word, rest = match.group(1), rest[match.end() :]
         if word == "--":
             break
-        options.append(word)
-        if word in VALUE_OPTIONS:
-            value = token.match(rest)
+        taken.append(word)
+        action = parser._option_string_actions.get(word)  # argparse's own table of options
+        if action is not None and action.nargs != 0:
+            value = _WORD.match(rest)
             if value is None:
                 raise UsageError(f"Option {word} needs a value.")
-            options.append(value.group(1))
+            taken.append(value.group(1))
             rest = rest[value.end() :]
-    return split_args(" ".join(options)), rest
+    return " ".join(taken), rest
 
 
 def _check_out_name(name: str | None) -> None:
@@ -133,7 +90,7 @@ def _check_out_name(name: str | None) -> None:
 
 
 @magics_class
-class ClarifaiMagics(LineCommands, Magics):
+class ClarifaiMagics(Magics):
     """``%%clarifai`` and ``%clarifai``; settings via ``%config ClarifaiMagics.<name> = ...``."""
 
     default_model = Unicode(
@@ -191,7 +148,7 @@ class ClarifaiMagics(LineCommands, Magics):
         help="An unfinished answer is stored up to this many characters.",
     ).tag(config=True)
     max_display_chars = Int(
-        400_000,  # TODO(lead): render.DEFAULT_MAX_DISPLAY_CHARS
+        DEFAULT_MAX_DISPLAY_CHARS,
         min=1000,
         help="One display's Markdown is clipped to this, with a note; the answer is kept whole.",
     ).tag(config=True)
@@ -204,14 +161,25 @@ class ClarifaiMagics(LineCommands, Magics):
     def __init__(self, shell: Any, session: Session | None = None) -> None:
         super().__init__(shell)
         self.session = session or Session(notebook_key=self._notebook_key)
-        self.session_tools: list[str] = []
         self._sync_settings()
-        self.commands = {"help": (self.cmd_help, no_args), **self.command_table()}
+        self.out = Output(lambda: cell_output(self.shell, self.display_mode))
+        line_commands = LineCommands(
+            self.session,
+            output=self.out,
+            namespace=lambda: self.shell.user_ns,
+            set_aliases=self._set_aliases,
+        )
+        help_command = Command("help", no_args, self.cmd_help, "options and commands")
+        self.commands = {"help": help_command, **line_commands.table()}
 
     def _notebook_key(self) -> str:
         from .history import notebook_key
 
         return notebook_key(self.shell.user_ns, os.environ, os.getcwd())
+
+    def _set_aliases(self, aliases: dict[str, str]) -> None:
+        self.aliases = aliases
+        self.session.settings.aliases = dict(aliases)
 
     def _sync_settings(self) -> None:
         settings: Settings = self.session.settings
@@ -229,24 +197,49 @@ class ClarifaiMagics(LineCommands, Magics):
         settings.max_display_chars = self.max_display_chars
 
     # -- the magic ------------------------------------------------------------------------
+    @magic_arguments()
+    @argument("-m", "--model", help="Model: Clarifai URL, USER/APP/models/MODEL, id or alias.")
+    @argument("-s", "--system", help="System prompt (kept with the conversation).")
+    @argument(
+        "-t", "--temperature", type=_bounded("temperature"), help="Sampling temperature (0-2)."
+    )
+    @argument("--max-tokens", type=_bounded("max_tokens"), help="Upper limit on answer tokens.")
+    @argument("-f", "--format", choices=FORMATS, default="markdown", help="How to show the answer.")
+    @argument("--no-interpolate", action="store_true", help="Send {braces} as written.")
+    @argument("--out", help="Store the answer (or parsed value) in this variable.")
+    @argument("--tools", default="", help="Comma-separated functions the model may call.")
+    @argument(
+        "--max-rounds",
+        type=_bounded("max_rounds"),
+        default=DEFAULT_MAX_ROUNDS,
+        help="Most rounds of tool calls in one answer.",
+    )
+    @argument("--chat", default=MAIN_CHAT, help="Conversation name (default: main).")
+    @argument("--new", action="store_true", help="Start the conversation afresh.")
+    @argument("--no-history", action="store_true", help="A one-off question, no conversation.")
+    @argument("--image", action="append", default=[], help="Image to send (repeatable).")
+    @argument("--schema", help="Pydantic model or dataclass the answer must follow.")
     @no_var_expand  # {braces} and $names are ours to fill (or not), never IPython's
     @line_cell_magic
     def clarifai(self, line: str, cell: str | None = None) -> None:
-        """Ask a Clarifai-hosted model. `%clarifai help` lists options and commands."""
+        """Ask a Clarifai-hosted model; in a cell, the body is the prompt.
+
+        `%clarifai PROMPT` asks in one line (leading options allowed; `--` ends them), and
+        `%clarifai help` lists the line commands.
+        """
         self._sync_settings()
         try:
             if cell is None:
                 word, _, rest = line.strip().partition(" ")
                 command = self.commands.get(word)
-                if command is not None and command[1](rest.split()):
-                    command[0](rest.strip())
+                if command is not None and command.fits(rest.split()):
+                    command.run(rest.strip())
                     return
-                argv, prompt = split_line_prompt(line)
+                options, prompt = split_leading_options(self.clarifai.parser, line)
             else:
-                argv, prompt = split_args(line), cell
-            args = CELL_PARSER.parse_args(argv)
-            self._ask(args, prompt)
-        except (SessionError, ModelNameError, StoreError) as exc:
+                options, prompt = line, cell
+            self._ask(self.clarifai.parser.parse_args(split_words(options)), prompt)
+        except (SessionError, ModelNameError, StoreError, OptionError) as exc:
             raise CellFailed(str(exc)) from None
         except StoreInterrupted as exc:
             raise CellFailed(str(exc)) from None
@@ -256,10 +249,7 @@ class ClarifaiMagics(LineCommands, Magics):
         finally:
             notice = self.session.pop_store_notice()
             if notice:
-                self._warn(notice)
-
-    def _warn(self, message: str) -> None:
-        print(message, file=sys.stderr)
+                self.out.warn(notice)
 
     def _ask(self, args: Any, prompt: str) -> None:
         prompt = prompt.strip()
@@ -273,24 +263,29 @@ class ClarifaiMagics(LineCommands, Magics):
             raise UsageError("--chat needs a name, e.g. --chat analysis.")
         if not args.no_interpolate:
             prompt = interpolate(prompt, self.shell.user_ns, secrets=self.session.secrets())
-        ask = Ask(
-            content=self._content(prompt, args.image, args.model),
+        schema = self._schema(args.schema) if args.schema else None
+        response_format = fallback = None
+        if schema is not None:
+            from .structured import instruction_for, response_format_for
+
+            response_format, fallback = response_format_for(schema), instruction_for(schema)
+        request = RequestOptions(
             model=args.model,
             system=args.system,
             temperature=args.temperature,
             max_tokens=args.max_tokens,
+            max_rounds=args.max_rounds,
+            response_format=response_format,
+            response_format_fallback=fallback,
+        )
+        ask = Ask(
+            content=self._content(prompt, args.image, args.model),
+            request=request,
             chat=args.chat,
             new_chat=args.new,
             use_history=not args.no_history,
-            tools=self._tools(args.tools),
-            max_rounds=args.max_rounds,
+            tools=self.session.offered_tools(args.tools, self.shell.user_ns),
         )
-        schema = self._schema(args.schema) if args.schema else None
-        if schema is not None:
-            from .structured import instruction_for, response_format_for
-
-            ask.response_format = response_format_for(schema)
-            ask.response_format_fallback = instruction_for(schema)
         fmt = "json" if schema is not None else args.format
         transcript = self.session.ask(ask, lambda: self._view(fmt), confirm=self._confirm)
         # The cell fails (so Run All and papermill stop) with one line under the answer,
@@ -309,7 +304,7 @@ class ClarifaiMagics(LineCommands, Magics):
         resolved = self.session.resolve_model(model)
         caps = capabilities(resolved)
         if caps is not None and not caps.image_input:
-            self._warn(
+            self.out.warn(
                 f"Warning: Clarifai lists {short_path(resolved)} as text-only, so it will probably "
                 "ignore or reject the images. Pick a model with image input (see "
                 "`%clarifai models`) if the answer needs them."
@@ -339,15 +334,10 @@ class ClarifaiMagics(LineCommands, Magics):
             )
         return schema
 
-    def _in_notebook(self) -> bool:
-        # A kernel-backed shell (Jupyter, VS Code, Colab) has a kernel; terminal IPython hasn't.
-        return getattr(self.shell, "kernel", None) is not None
-
     def _view(self, fmt: str) -> CellView | TerminalView:
-        mode = self.display_mode
-        if mode == "auto":
-            mode = "cell" if self._in_notebook() else "terminal"
-        return CellView(fmt) if mode == "cell" else TerminalView()
+        if cell_output(self.shell, self.display_mode):
+            return CellView(fmt, max_chars=self.max_display_chars)
+        return TerminalView()
 
     def _after(self, args: Any, transcript: Transcript, schema: type | None) -> None:
         answer = transcript.answer
@@ -378,28 +368,6 @@ class ClarifaiMagics(LineCommands, Magics):
         if args.out:
             self.shell.user_ns[args.out] = value
 
-    def _tools(self, names: str) -> dict[str, Any]:
-        wanted = [n.strip() for n in names.split(",") if n.strip()] + self.session_tools
-        if not wanted:
-            return {}
-        from .tools import ToolDeclarationError, as_tool
-
-        tools: dict[str, Any] = {}
-        for name in dict.fromkeys(wanted):
-            if name not in self.shell.user_ns:
-                hint = (
-                    f" (or `%clarifai tools remove {name}`)" if name in self.session_tools else ""
-                )
-                raise UsageError(
-                    f"No function named {name!r} in the notebook: define it, then run again{hint}."
-                )
-            try:
-                spec = as_tool(self.shell.user_ns[name])
-            except ToolDeclarationError as exc:
-                raise UsageError(str(exc)) from None
-            tools[spec.name] = spec
-        return tools
-
     def _confirm(self, tool: Any, arguments: dict[str, Any]) -> bool:
         from .confirm import ButtonConfirm, ask_with_input, buttons_can_work
 
@@ -411,16 +379,12 @@ class ClarifaiMagics(LineCommands, Magics):
         return ask_with_input(tool, arguments)
 
     def cmd_help(self, rest: str) -> None:
-        """Show this help."""
-        lines = [
-            CELL_PARSER.format_help(),
-            "",
-            "Commands:",
-        ]
-        for name, (method, _fits) in self.commands.items():
-            lines.append(f"  %clarifai {name:<9} {(method.__doc__ or '').strip().splitlines()[0]}")
+        """Show the options and the line commands."""
+        lines = [self.clarifai.__doc__ or "", "Commands:"]
+        for name, command in self.commands.items():
+            lines.append(f"  %clarifai {name:<9} {command.help}")
         lines.append("  %clarifai PROMPT    one-line question ('--' ends leading options;")
         lines.append(
             "                      end it with a space if it ends in '?', IPython's help mark)"
         )
-        print("\n".join(lines))
+        self.out.text("\n".join(lines))

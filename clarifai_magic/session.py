@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from .client import DEFAULT_MAX_RETRIES
 from .config import NO_PAT_MESSAGE, Credentials, Redactor, Secret, find_credentials
 from .engine import (
-    DEFAULT_MAX_ROUNDS,
     ConfirmCallback,
     Limits,
     Transcript,
@@ -29,6 +28,7 @@ from .engine import (
     run_turn,
 )
 from .models import DEFAULT_MODEL, capabilities, resolve_model
+from .options import RequestOptions
 
 if TYPE_CHECKING:
     import openai
@@ -48,17 +48,11 @@ class Ask:
     """One question, as parsed from a cell or typed in a chat panel."""
 
     content: str | list[dict[str, Any]]
-    model: str | None = None
-    system: str | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
+    request: RequestOptions = field(default_factory=RequestOptions)
     chat: str = MAIN_CHAT
     new_chat: bool = False
     use_history: bool = True
     tools: Mapping[str, Tool] = field(default_factory=dict)
-    max_rounds: int = DEFAULT_MAX_ROUNDS
-    response_format: dict[str, Any] | None = None
-    response_format_fallback: str | None = None
 
 
 @dataclass
@@ -92,6 +86,8 @@ class Session:
         self._client: tuple[tuple[str, str], openai.OpenAI] | None = None
         self._runner: ToolRunner | None = None
         self._offline: Any = None  # an OfflineServer while `%clarifai offline` is on
+        # Names of functions offered as tools to every question (`%clarifai tools add`).
+        self.default_tools: list[str] = []
 
     # -- pieces, made on first use -------------------------------------------------------
     def credentials(self) -> Credentials:
@@ -163,6 +159,29 @@ class Session:
         """Scrubs :meth:`secrets` from untrusted text."""
         return Redactor(self.secrets(creds))
 
+    def offered_tools(self, names: str, namespace: Mapping[str, Any]) -> dict[str, Tool]:
+        """The tools named in ``names`` (comma-separated) and the default ones, declared from
+        the functions of that name in ``namespace``."""
+        wanted = [n.strip() for n in names.split(",") if n.strip()] + self.default_tools
+        if not wanted:
+            return {}
+        from .tools import ToolDeclarationError, as_tool
+
+        tools: dict[str, Tool] = {}
+        for name in dict.fromkeys(wanted):
+            if name not in namespace:
+                default = name in self.default_tools
+                hint = f" (or `%clarifai tools remove {name}`)" if default else ""
+                raise SessionError(
+                    f"No function named {name!r} in the notebook: define it, then run again{hint}."
+                )
+            try:
+                spec = as_tool(namespace[name])
+            except ToolDeclarationError as exc:
+                raise SessionError(str(exc)) from None
+            tools[spec.name] = spec
+        return tools
+
     def resolve_model(self, name: str | None) -> str:
         env = os.environ if self.environ is None else self.environ
         chosen = name or self.settings.default_model or env.get("CLARIFAI_MODEL") or DEFAULT_MODEL
@@ -176,7 +195,9 @@ class Session:
         from .history import trim
 
         messages: list[dict[str, Any]] = []
-        system = ask.system if ask.system is not None else (conv.system_prompt if conv else None)
+        system = ask.request.system
+        if system is None and conv is not None:
+            system = conv.system_prompt
         if system:
             messages.append({"role": "system", "content": system})
         if conv is not None:
@@ -197,7 +218,7 @@ class Session:
         cancel: threading.Event | None = None,
     ) -> Transcript:
         """Run one turn; raise :class:`SessionError` before anything is sent if it can't start."""
-        model = self.resolve_model(ask.model)
+        model = self.resolve_model(ask.request.model)
         creds = self.credentials()
         client = self.client(creds)
         redactor = self.redactor(creds)
@@ -209,8 +230,9 @@ class Session:
             assert conv is not None
             if ask.new_chat:
                 self.store.reset(conv)
-            if ask.system is not None and ask.system != conv.system_prompt:
-                self.store.set_system_prompt(conv, ask.system)
+            system = ask.request.system
+            if system is not None and system != conv.system_prompt:
+                self.store.set_system_prompt(conv, system)
         messages = self.build_messages(ask, conv)
         # The question is committed before the request goes out; its answer joins the same
         # exchange, so another kernel writing meanwhile can't come between them.
@@ -232,15 +254,11 @@ class Session:
 
         options = TurnOptions(
             model=model,
-            temperature=ask.temperature,
-            max_tokens=ask.max_tokens,
+            request=ask.request,
             tools=ask.tools,
-            max_rounds=ask.max_rounds,
+            tool_streaming=caps.tool_streaming if caps else True,
             max_retries=self.settings.max_retries,
             max_tool_result_chars=self.settings.max_tool_result_chars,
-            tool_streaming=caps.tool_streaming if caps else True,
-            response_format=ask.response_format,
-            response_format_fallback=ask.response_format_fallback,
             limits=self.settings.limits,
         )
         transcript = run_turn(

@@ -44,6 +44,7 @@ def store_bytes(env: Path) -> bytes:
 def test_an_endless_stream_stops_at_the_answer_limit_and_keeps_what_arrived(
     shell: Any, server: OfflineServer, env: Path
 ) -> None:
+    shell.user_ns.pop("answer", None)
     shell.run_line_magic("config", "ClarifaiMagics.max_answer_chars = 100_000")
     shell.run_line_magic("config", "ClarifaiMagics.max_partial_chars = 20_000")
     try:
@@ -93,6 +94,7 @@ def test_a_flood_of_tool_calls_ends_the_turn_without_running_any(
 def test_a_stream_that_ends_without_a_finish_reason_is_marked_incomplete(
     shell: Any, server: OfflineServer, env: Path
 ) -> None:
+    shell.user_ns.pop("answer", None)
     cut = dataclasses.replace(text("The first half of an ans", finish_reason=None), done=False)
     server.enqueue(cut)
     out = run(shell, "%%clarifai --out answer\nTell me all of it.")

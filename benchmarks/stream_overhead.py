@@ -41,9 +41,14 @@ sys.path.insert(0, str(REPO))
 from jupyter_client import KernelManager  # noqa: E402
 from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
 
-from clarifai_magic.testing import OfflineServer, Script, raw, text  # noqa: E402
-from clarifai_magic.testing.scripts import split_text  # noqa: E402
-from clarifai_magic.testing.server import render_events  # noqa: E402
+from clarifai_magic.offline import (  # noqa: E402
+    OfflineServer,
+    Script,
+    raw,
+    render_events,
+    split_text,
+    text,
+)
 
 CHUNK_CHARS = 4  # about one token of English
 FAST_CHUNKS = 20_000

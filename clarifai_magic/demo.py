@@ -1,7 +1,8 @@
 """``clarifai-magic demo``: a short magic session in a real IPython shell, printed as it streams.
 
 With a PAT (``CLARIFAI_PAT`` or the Clarifai CLI config) the questions go to Clarifai. Without
-one, the built-in offline server answers with scripted replies, and the demo says so plainly.
+one, the offline server (:mod:`.offline`) answers with scripted replies, and the demo says so
+plainly.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import tempfile
 from collections.abc import Sequence
 
 from .config import find_credentials
+from .offline import OfflineServer, text, tool_calls
 
 INTRO_NO_PAT = (
     "No Clarifai PAT found (CLARIFAI_PAT or ~/.config/clarifai/config), so this demo runs "
@@ -42,10 +44,9 @@ CELLS = [
 ]
 
 
-def _script_offline(server: object) -> None:
-    from .testing import text, tool_calls
-
-    server.enqueue(  # type: ignore[attr-defined]
+def _script_offline(server: OfflineServer) -> None:
+    """Queue the demo's answers: they fit its cells, which the stand-in model's echo would not."""
+    server.enqueue(
         text(
             "**region** names where a sale happened, while **units** and **revenue** count how "
             "many items were sold and what they brought in.\n\nTogether they let you compare "
@@ -70,8 +71,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The demo's conversation is its own: it never lands among the user's notebooks.
     os.environ["CLARIFAI_MAGIC_HOME"] = tempfile.mkdtemp(prefix="clarifai-magic-demo-")
     if args.offline or find_credentials() is None:
-        from .testing import OfflineServer
-
         intro = "Offline demo (--offline): the built-in server on 127.0.0.1 answers."
         print((INTRO_NO_PAT if not args.offline else intro) + INTRO_OFFLINE)
         server = OfflineServer(record=False).start()

@@ -130,7 +130,7 @@ class Session:
     def go_offline(self) -> str:
         """Answer from the built-in offline server (scripted replies); returns its address."""
         if self._offline is None:
-            from .testing import OfflineServer
+            from .offline import OfflineServer
 
             self._offline = OfflineServer(record=False).start()
         return self._offline.api_base

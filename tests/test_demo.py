@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from clarifai_magic.testing import OfflineServer
+from clarifai_magic.offline import OfflineServer
 
 from .conftest import TEST_PAT
 

@@ -187,7 +187,7 @@ def test_an_answer_the_store_cannot_take_is_shown_and_its_question_not_left_behi
         db = sqlite3.connect(session.store.path)
         pages = db.execute("PRAGMA page_count").fetchone()[0]
         db.close()
-        session.store._db.execute(f"PRAGMA max_page_count = {pages + 2}")
+        session.store._conn.db.execute(f"PRAGMA max_page_count = {pages + 2}")
         answer = "A long answer. " * 20_000
         server.enqueue(text(answer, chunk_size=3000))
         view = RecordingView()

@@ -1,4 +1,4 @@
-"""The offline server, driven over real HTTP by the real ``openai`` client."""
+"""The offline server (clarifai_magic.offline), over real HTTP, with the real ``openai`` client."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Literal
 import openai
 import pytest
 
-from clarifai_magic.testing import (
+from clarifai_magic.offline import (
     BASE_PATH,
     OfflineServer,
     drop,
@@ -721,9 +721,11 @@ def test_stop_during_a_delayed_stream_is_prompt():
         c.models.list()
 
 
-def test_standalone_module_serves_until_ctrl_c(tmp_path):
+# The offline server's own name, and the one tests and older docs use.
+@pytest.mark.parametrize("module", ["clarifai_magic.offline", "clarifai_magic.testing"])
+def test_standalone_module_serves_until_ctrl_c(tmp_path, module):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clarifai_magic.testing", "--port", "0"],
+        [sys.executable, "-m", module, "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from clarifai_magic.store import MIGRATIONS, Conversation, Store, default_path
+from clarifai_magic.store import MIGRATIONS, Conversation, Store, StoreError, default_path
 
 NB = "work/analysis.ipynb"
 ROOT = Path(__file__).resolve().parents[1]
@@ -541,16 +541,13 @@ def test_database_sqlite_cannot_open_is_moved_aside(db_path: Path) -> None:
         assert s.notice is None and texts(s, s.conversation(NB)) == ["new"]
 
 
-def test_busy_database_is_reported_not_moved(db_path: Path, monkeypatch) -> None:
-    import clarifai_magic.store as store_module
-
-    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.2)
-    with Store(db_path) as s:
+def test_busy_database_is_reported_not_moved(db_path: Path) -> None:
+    with Store(db_path, busy_timeout=0.2) as s:
         conv = s.conversation(NB)
         blocker = sqlite3.connect(db_path, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")  # another kernel holding the write lock
         try:
-            with pytest.raises(store_module.StoreError, match="another kernel"):
+            with pytest.raises(StoreError, match="another kernel"):
                 s.append(conv, [user("q")])
         finally:
             blocker.execute("ROLLBACK")

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import pytest
 
-import clarifai_magic.store as store_module
+from clarifai_magic.offline import OfflineServer, text
 from clarifai_magic.store import Conversation, Store, StoreError, StoreInterrupted
-from clarifai_magic.testing import OfflineServer, text
 
 from .kernel_util import Kernel
 
@@ -102,12 +101,11 @@ def release(proc: subprocess.Popen) -> None:
 
 @POSIX
 def test_interrupt_while_another_process_holds_the_lock(
-    db_path: Path, holder: subprocess.Popen, monkeypatch: pytest.MonkeyPatch
+    db_path: Path, holder: subprocess.Popen
 ) -> None:
     # A wait long enough that only the interrupt can end it: SQLite's own busy wait used to
     # swallow it for the whole timeout.
-    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 60.0)
-    with Store(db_path) as store:
+    with Store(db_path, busy_timeout=60.0) as store:
         conv = store.conversation(NB)
         previous = signal.signal(signal.SIGALRM, signal.default_int_handler)  # Stop, as SIGINT
         signal.setitimer(signal.ITIMER_REAL, 0.5)
@@ -151,8 +149,8 @@ def first_step_of_each_statement(path: Path) -> dict[str, int]:
     return, per statement, the number of the first step taken inside it."""
     store, conv = ready_store(path)
     steps: list[str | None] = []
-    store._db.set_trace_callback(steps.append)  # a statement starts
-    store._db.set_progress_handler(lambda: steps.append(None), 1)  # it takes a step
+    store._conn.db.set_trace_callback(steps.append)  # a statement starts
+    store._conn.db.set_progress_handler(lambda: steps.append(None), 1)  # it takes a step
     store.append(conv, BATCH)
     store.close()
     first: dict[str, int] = {}
@@ -188,11 +186,11 @@ def test_interrupt_at_any_point_of_a_write_keeps_it_whole_or_absent(
         stop = itertools.chain(
             itertools.repeat(None, step - 1), map(_thread.interrupt_main, [signal.SIGINT])
         )
-        store._db.set_progress_handler(functools.partial(next, stop, None), 1)
+        store._conn.db.set_progress_handler(functools.partial(next, stop, None), 1)
         with pytest.raises(KeyboardInterrupt):
             store.append(conv, BATCH)
-        store._db.set_progress_handler(None, 1)
-        assert not store._db.in_transaction
+        store._conn.db.set_progress_handler(None, 1)
+        assert not store._conn.db.in_transaction
         assert lock_is_free(db_path)
         # Stopped by the time COMMIT returns, the write is whole; before that, absent.
         expected = ["before", "q", "a"] if statement == "COMMIT" else ["before"]
@@ -208,7 +206,7 @@ def test_error_inside_a_transaction_rolls_back_and_releases_the_lock(db_path: Pa
         store.fork(conv, "copy")
         with pytest.raises(ValueError, match="already exists"):
             store.fork(conv, "copy")  # raised after the transaction began
-        assert not store._db.in_transaction and lock_is_free(db_path)
+        assert not store._conn.db.in_transaction and lock_is_free(db_path)
         store.append(conv, [user("q2")])
         assert texts(store) == ["q1", "q2"] and texts(store, "copy") == ["q1"]
 
@@ -217,17 +215,16 @@ def test_a_transaction_left_open_is_rolled_back_before_the_next_operation(db_pat
     # What a second Stop landing inside the rollback itself would leave behind.
     with Store(db_path) as store:
         conv = store.conversation(NB)
-        store._db.execute("BEGIN IMMEDIATE")
-        store._db.execute("DELETE FROM messages")
+        store._conn.db.execute("BEGIN IMMEDIATE")
+        store._conn.db.execute("DELETE FROM messages")
         store.append(conv, [user("next cell")])
         assert texts(store) == ["next cell"] and lock_is_free(db_path)
 
 
 def test_lock_held_past_the_deadline_says_who_and_what_to_do(
-    db_path: Path, holder: subprocess.Popen, monkeypatch: pytest.MonkeyPatch
+    db_path: Path, holder: subprocess.Popen
 ) -> None:
-    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.3)
-    with Store(db_path) as store:
+    with Store(db_path, busy_timeout=0.3) as store:
         conv = store.conversation(NB)
         with pytest.raises(StoreError) as caught:
             store.append(conv, [user("q")])
@@ -246,18 +243,18 @@ def test_full_disk_rolls_back_explains_and_recovers(db_path: Path) -> None:
     with Store(db_path) as store, Store(db_path) as other_kernel:
         conv = store.conversation(NB)
         store.append(conv, [user("kept")])
-        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        pages = store._conn.db.execute("PRAGMA page_count").fetchone()[0]
         # SQLite reports SQLITE_FULL once the file would grow past this, as on a full disk.
-        store._db.execute(f"PRAGMA max_page_count={pages}")
+        store._conn.db.execute(f"PRAGMA max_page_count={pages}")
         with pytest.raises(StoreError) as caught:
             store.append(conv, [user("x" * 200_000), {"role": "assistant", "content": "y"}])
         message = str(caught.value)
         assert "disk is full" in message and "Free some disk space" in message
         assert "nothing was half-written" in message and "\n" not in message
-        assert texts(store) == ["kept"] and not store._db.in_transaction
+        assert texts(store) == ["kept"] and not store._conn.db.in_transaction
         assert lock_is_free(db_path)
         other_kernel.append(other_kernel.conversation(NB), [user("other kernel")])
-        store._db.execute("PRAGMA max_page_count=1073741823")  # space freed
+        store._conn.db.execute("PRAGMA max_page_count=1073741823")  # space freed
         store.append(conv, [user("x" * 200_000)])
         assert texts(store) == ["kept", "other kernel", "x" * 200_000]
 
@@ -348,7 +345,6 @@ def test_read_only_database_is_shown_not_moved(db_path: Path) -> None:
     db_path.chmod(0o400)
     before = digest(db_path)
     with Store(db_path) as store:
-        assert store.readonly
         notice = store.pop_notice()
         assert notice is not None and store.pop_notice() is None
         assert "read-only" in notice and f"chmod u+w {db_path}" in notice
@@ -365,13 +361,13 @@ def test_read_only_database_is_shown_not_moved(db_path: Path) -> None:
             with pytest.raises(StoreError) as caught:
                 write()
             assert "read-only" in str(caught.value) and f"chmod u+w {db_path}" in str(caught.value)
-        assert texts(store) == ["q", "a"] and not store._db.in_transaction
+        assert texts(store) == ["q", "a"] and not store._conn.db.in_transaction
         assert digest(db_path) == before
         assert list(db_path.parent.glob("*.corrupt-*")) == []
         # Made writable while the kernel runs: the next write just works.
         db_path.chmod(0o600)
         store.append(conv, [user("new")])
-        assert not store.readonly and texts(store) == ["q", "a", "new"]
+        assert texts(store) == ["q", "a", "new"]
     with Store(db_path) as store:
         assert store.notice is None and texts(store) == ["q", "a", "new"]
 
@@ -382,7 +378,7 @@ def test_read_only_file_that_is_not_a_database_is_still_moved_aside(db_path: Pat
     db_path.write_bytes(b"not a database " * 100)
     db_path.chmod(0o400)
     with Store(db_path) as store:
-        assert store.notice is not None and "moved to" in store.notice and not store.readonly
+        assert store.notice is not None and "moved to" in store.notice
         store.append(store.conversation(NB), [user("fresh")])
     assert [p.read_bytes()[:15] for p in db_path.parent.glob("*.corrupt-*")] == [b"not a database "]
 
@@ -394,7 +390,7 @@ UNPRIVILEGED = textwrap.dedent(
 
     store = Store(sys.argv[1])
     conv = store.conversation("nb", create=False)
-    print(store.readonly, [m.message["content"] for m in store.messages(conv)])
+    print([m.message["content"] for m in store.messages(conv)])
     print(store.notice)
     try:
         store.append(conv, [{"role": "user", "content": "new"}])
@@ -454,7 +450,7 @@ def test_read_only_for_an_unprivileged_user(what: str) -> None:
         result = run(python, UNPRIVILEGED)
         assert result.returncode == 0, result.stderr
         shown, notice, error = result.stdout.splitlines()
-        assert shown == "True ['old']"
+        assert shown == "['old']"
         fix = f"chmod u+w {home if what == 'directory' else db_path}"
         assert "read-only" in notice and fix in notice
         assert "read-only" in error and fix in error

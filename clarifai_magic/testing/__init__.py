@@ -1,34 +1,41 @@
-"""Test aid: an offline OpenAI-compatible server that answers like Clarifai's endpoint.
+"""The offline server under the name tests, benchmarks and older docs import it by.
 
-Used by the test suite, the benchmarks and ``clarifai-magic demo``. Queue :class:`Script` s built
-with :func:`text`, :func:`tool_calls`, :func:`http_error`, :func:`mid_stream_error`,
-:func:`drop`, :func:`endless` or :func:`raw`; each answers one chat request over real HTTP.
+Everything here is :mod:`clarifai_magic.offline`, which is the feature users see (``%clarifai
+offline``, the demo); see its docstring for the script builders.
 """
 
-from .scripts import (
+from ..offline import (
+    BASE_PATH,
+    OfflineServer,
+    RecordedRequest,
     Script,
+    chunk,
     drop,
     echo_reply,
     endless,
     http_error,
     mid_stream_error,
     raw,
+    render_events,
+    split_text,
     text,
     tool_calls,
 )
-from .server import BASE_PATH, OfflineServer, RecordedRequest
 
 __all__ = [
     "BASE_PATH",
     "OfflineServer",
     "RecordedRequest",
     "Script",
+    "chunk",
     "drop",
     "echo_reply",
     "endless",
     "http_error",
     "mid_stream_error",
     "raw",
+    "render_events",
+    "split_text",
     "text",
     "tool_calls",
 ]

@@ -1,5 +1,5 @@
-"""``python -m clarifai_magic.testing --port 8765``: run the offline server until Ctrl-C."""
+"""``python -m clarifai_magic.testing --port 8765``: the offline server, under its older name."""
 
-from .server import main
+from ..offline.server import main
 
-raise SystemExit(main())
+raise SystemExit(main(prog="python -m clarifai_magic.testing"))

@@ -101,17 +101,23 @@ print(time.time(), flush=True)  # released at
 """
 
 
+def _hold_lock(store: Store) -> subprocess.Popen[str]:
+    """Another process holding the store's write lock until told to let go."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(store.path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    return holder
+
+
 def bench_contention(store: Store, runs: int) -> None:
     conv = store.conversation("bench.ipynb", "contention")
     handoffs, interrupts = [], []
     for _ in range(runs):
-        holder = subprocess.Popen(
-            [sys.executable, "-c", HOLDER, str(store.path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        holder = _hold_lock(store)
         assert holder.stdin is not None
         holder.stdin.write("go\n")
         holder.stdin.flush()
@@ -121,13 +127,7 @@ def bench_contention(store: Store, runs: int) -> None:
         handoffs.append(got - released)
         holder.wait(timeout=30)
 
-        holder = subprocess.Popen(
-            [sys.executable, "-c", HOLDER, str(store.path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        holder = _hold_lock(store)
         # The OS delivers the alarm on time; Python can only act on it between SQLite calls.
         previous = signal.signal(signal.SIGALRM, signal.default_int_handler)
         fires_at = time.perf_counter() + 0.3

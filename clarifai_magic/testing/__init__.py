@@ -4,38 +4,5 @@ Everything here is :mod:`clarifai_magic.offline`, which is the feature users see
 offline``, the demo); see its docstring for the script builders.
 """
 
-from ..offline import (
-    BASE_PATH,
-    OfflineServer,
-    RecordedRequest,
-    Script,
-    chunk,
-    drop,
-    echo_reply,
-    endless,
-    http_error,
-    mid_stream_error,
-    raw,
-    render_events,
-    split_text,
-    text,
-    tool_calls,
-)
-
-__all__ = [
-    "BASE_PATH",
-    "OfflineServer",
-    "RecordedRequest",
-    "Script",
-    "chunk",
-    "drop",
-    "echo_reply",
-    "endless",
-    "http_error",
-    "mid_stream_error",
-    "raw",
-    "render_events",
-    "split_text",
-    "text",
-    "tool_calls",
-]
+from ..offline import *  # noqa: F403
+from ..offline import __all__  # noqa: F401

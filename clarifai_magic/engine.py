@@ -27,7 +27,7 @@ from .client import (
     status_of,
 )
 from .config import Credentials, Redactor
-from .options import RequestOptions
+from .options import Limits, RequestOptions
 from .stream import StreamAccumulator, ToolCall, Usage
 
 if TYPE_CHECKING:
@@ -39,19 +39,6 @@ if TYPE_CHECKING:
 CHECKPOINT_SECONDS = 1.0
 
 TurnStatus = Literal["streaming", "running tools", "done", "interrupted", "error", "incomplete"]
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds on what an endpoint can make the kernel hold, show or store (``%config``-able).
-
-    A hostile or broken server can stream forever or ask for thousands of tool calls; each bound
-    ends the turn with a clear paragraph and keeps what arrived.
-    """
-
-    max_answer_chars: int = 1_000_000  # text + reasoning + tool calls, per response
-    max_tool_calls: int = 64  # per response
-    max_partial_chars: int = 200_000  # of an unfinished answer, in the store
 
 
 class LimitExceeded(Exception):

@@ -10,28 +10,39 @@ one-line question.
 from __future__ import annotations
 
 import argparse
+import functools
 import keyword
 import os
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Dict, Enum, Int, List, Unicode
 
-from .commands import Command, LineCommands, no_args, split_words
-from .engine import Limits, Transcript
-from .failures import CellFailed
-from .media import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE
+from .failures import CellFailed, StoreError, StoreInterrupted
 from .models import ModelNameError, capabilities, short_path
-from .options import BOUNDS, DEFAULT_MAX_ROUNDS, OptionError, RequestOptions
+from .options import (
+    BOUNDS,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_DISPLAY_CHARS,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_ROUNDS,
+    DEFAULT_MAX_SIDE,
+    Limits,
+    OptionError,
+    RequestOptions,
+)
 from .output import Output, cell_output
-from .prompt import extract_code, interpolate
-from .render import DEFAULT_MAX_DISPLAY_CHARS, CellView, TerminalView
 from .session import MAIN_CHAT, Ask, Session, SessionError, Settings
-from .store import StoreError, StoreInterrupted
+
+# Loaded with the first question or command, not by `%load_ext`, which should stay instant.
+if TYPE_CHECKING:
+    from .commands import Command
+    from .engine import Transcript
+    from .render import CellView, TerminalView
 
 FORMATS = ("markdown", "text", "code", "json")
 # The names IPython keeps output history in: _, __, ___, _i, _ii, _iii, _5, _i5, _oh, _ih, _dh.
@@ -163,6 +174,11 @@ class ClarifaiMagics(Magics):
         self.session = session or Session(notebook_key=self._notebook_key)
         self._sync_settings()
         self.out = Output(lambda: cell_output(self.shell, self.display_mode))
+
+    @functools.cached_property
+    def commands(self) -> dict[str, Command]:
+        from .commands import Command, LineCommands, no_args
+
         line_commands = LineCommands(
             self.session,
             output=self.out,
@@ -170,7 +186,7 @@ class ClarifaiMagics(Magics):
             set_aliases=self._set_aliases,
         )
         help_command = Command("help", no_args, self.cmd_help, "options and commands")
-        self.commands = {"help": help_command, **line_commands.table()}
+        return {"help": help_command, **line_commands.table()}
 
     def _notebook_key(self) -> str:
         from .history import notebook_key
@@ -227,6 +243,8 @@ class ClarifaiMagics(Magics):
         `%clarifai PROMPT` asks in one line (leading options allowed; `--` ends them), and
         `%clarifai help` lists the line commands.
         """
+        from .commands import split_words
+
         self._sync_settings()
         try:
             if cell is None:
@@ -262,6 +280,8 @@ class ClarifaiMagics(Magics):
         if not args.chat.strip():
             raise UsageError("--chat needs a name, e.g. --chat analysis.")
         if not args.no_interpolate:
+            from .prompt import interpolate
+
             prompt = interpolate(prompt, self.shell.user_ns, secrets=self.session.secrets())
         schema = self._schema(args.schema) if args.schema else None
         response_format = fallback = None
@@ -335,6 +355,8 @@ class ClarifaiMagics(Magics):
         return schema
 
     def _view(self, fmt: str) -> CellView | TerminalView:
+        from .render import CellView, TerminalView
+
         if cell_output(self.shell, self.display_mode):
             return CellView(fmt, max_chars=self.max_display_chars)
         return TerminalView()
@@ -358,6 +380,8 @@ class ClarifaiMagics(Magics):
                 )
             value = parsed.value
         elif args.format == "code":
+            from .prompt import extract_code
+
             value = extract_code(answer)
             if value is None:
                 raise CellFailed(

@@ -21,9 +21,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-DEFAULT_MAX_SIDE = 1568
-DEFAULT_MAX_BYTES = 50_000_000
-DEFAULT_MAX_PIXELS = 50_000_000
+from .options import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE
+
 JPEG_QUALITY = 90
 DETAILS = ("auto", "low", "high")
 ACCEPTED_KINDS = (

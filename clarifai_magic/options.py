@@ -1,9 +1,13 @@
-"""What one request asks of the model, declared once with its bounds.
+"""What one request asks of the model, declared once with its bounds; and the bounds on what
+comes back.
 
 :class:`RequestOptions` travels unchanged from the magic line (or the panel) through the session
 and the engine to the ``openai`` client's keyword arguments, so a new option is added here and
 nowhere else. The bounds are data (:data:`BOUNDS`), read by the magic's option parser to reject a
 bad value before anything is sent, and checked again when a record is built in code.
+:class:`Limits` and the display and image limits bound what an endpoint or an input can make the
+kernel hold, show or send. Kept light (no imports of the rest of the package), since
+``%load_ext`` reads the defaults.
 """
 
 from __future__ import annotations
@@ -12,6 +16,10 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 DEFAULT_MAX_ROUNDS = 10
+DEFAULT_MAX_DISPLAY_CHARS = 400_000  # of one display's Markdown; longer is clipped with a note
+DEFAULT_MAX_SIDE = 1568  # pixels: larger images are downscaled before sending
+DEFAULT_MAX_BYTES = 50_000_000  # an image file or bytes larger than this is refused unread
+DEFAULT_MAX_PIXELS = 50_000_000  # an image with more pixels is refused before decoding
 
 
 class OptionError(ValueError):
@@ -95,3 +103,16 @@ class RequestOptions:
         if response_format is not None:
             kwargs["response_format"] = response_format
         return kwargs
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what an endpoint can make the kernel hold, show or store (``%config``-able).
+
+    A hostile or broken server can stream forever or ask for thousands of tool calls; each bound
+    ends the turn with a clear paragraph and keeps what arrived.
+    """
+
+    max_answer_chars: int = 1_000_000  # text + reasoning + tool calls, per response
+    max_tool_calls: int = 64  # per response
+    max_partial_chars: int = 200_000  # of an unfinished answer, in the store

@@ -23,6 +23,7 @@ from typing import IO, Any
 
 from .engine import Round, ToolActivity, Transcript
 from .models import model_id
+from .options import DEFAULT_MAX_DISPLAY_CHARS
 from .safe_markdown import (
     code_span,
     escape_inline,
@@ -37,7 +38,6 @@ BYTES_PER_SECOND = 32_000
 MAX_INTERVAL = 1.0
 TERMINAL_INTERVAL = 0.03
 PREVIEW_CHARS = 600
-DEFAULT_MAX_DISPLAY_CHARS = 400_000
 # Past this, tool arguments are shown as sent rather than parsed and pretty-printed on every frame.
 PARSE_ARGUMENTS_CHARS = 20_000
 SHOWN_ARGUMENTS_CHARS = 4_000

@@ -19,20 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from .client import DEFAULT_MAX_RETRIES
 from .config import NO_PAT_MESSAGE, Credentials, Redactor, Secret, find_credentials
-from .engine import (
-    ConfirmCallback,
-    Limits,
-    Transcript,
-    TurnOptions,
-    TurnView,
-    run_turn,
-)
 from .models import DEFAULT_MODEL, capabilities, resolve_model
-from .options import RequestOptions
+from .options import Limits, RequestOptions
 
 if TYPE_CHECKING:
     import openai
 
+    from .engine import ConfirmCallback, Transcript, TurnView
     from .store import Conversation, Store
     from .tools import Tool, ToolRunner
 
@@ -251,6 +244,8 @@ class Session:
                     saved.append(False)
                     raise
                 saved.append(True)
+
+        from .engine import TurnOptions, run_turn
 
         options = TurnOptions(
             model=model,

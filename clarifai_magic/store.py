@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .store_connection import StoreConnection, StoreInterrupted
-from .store_file import StoreError, StoreFile, default_path
+from .failures import StoreError, StoreInterrupted
+from .store_connection import StoreConnection
+from .store_file import StoreFile, default_path
 from .store_schema import MIGRATIONS
 from .store_sqlite import transaction
 

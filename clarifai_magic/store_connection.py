@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from .store_file import ELSEWHERE, StoreError, StoreFile, file_fix
+from .failures import StoreError, StoreInterrupted
+from .store_file import ELSEWHERE, StoreFile, file_fix
 from .store_sqlite import RETRY_PAUSE_S, Code, is_corrupt, primary_code, settle, transaction
 
 _T = TypeVar("_T")
@@ -29,11 +30,6 @@ def _in_transaction(op: Operation[_T]) -> Operation[_T]:
             return op(db)
 
     return in_transaction
-
-
-class StoreInterrupted(KeyboardInterrupt):
-    """An interrupt (the kernel's Stop) while the store waited or wrote: still a
-    ``KeyboardInterrupt``, never caught as an error; the message says the store is fine."""
 
 
 class StoreConnection:

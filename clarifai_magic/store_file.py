@@ -20,6 +20,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .failures import StoreError
 from .store_sqlite import (
     Code,
     Migration,
@@ -41,10 +42,6 @@ ELSEWHERE = " set CLARIFAI_MAGIC_HOME to another directory (on another disk if n
 
 # (device, inode): which file a path names, to tell whether another kernel replaced it.
 FileId = tuple[int, int]
-
-
-class StoreError(Exception):
-    """The store could not do what was asked (busy, disk full, ...); the message says why."""
 
 
 def default_path(environ: Mapping[str, str] | None = None, platform: str | None = None) -> Path:

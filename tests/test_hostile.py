@@ -14,7 +14,8 @@ import openai
 import pytest
 
 from clarifai_magic.config import Credentials, Secret
-from clarifai_magic.engine import Limits, Transcript, TurnOptions, run_turn
+from clarifai_magic.engine import Transcript, TurnOptions, run_turn
+from clarifai_magic.options import Limits
 from clarifai_magic.session import Ask, Session, Settings
 from clarifai_magic.store import Store
 from clarifai_magic.testing import OfflineServer, endless, text, tool_calls

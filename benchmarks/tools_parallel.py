@@ -68,7 +68,7 @@ class PhaseClock:
         self.began: float | None = None
         self.done: float | None = None
 
-    def show(self, transcript: Transcript, final: bool = False, force: bool = False) -> None:
+    def show(self, transcript: Transcript, *, final: bool = False, force: bool = False) -> None:
         if not transcript.rounds or not transcript.rounds[0].tools:
             return
         activities = transcript.rounds[0].tools

@@ -119,7 +119,7 @@ class Transcript:
 
 
 class TurnView(Protocol):
-    def show(self, transcript: Transcript, final: bool = False, force: bool = False) -> None:
+    def show(self, transcript: Transcript, *, final: bool = False, force: bool = False) -> None:
         """Draw the transcript if the view's budget allows; ``force`` for a change of phase
         (tools start or finish), ``final`` for the last, unconditional draw."""
 
@@ -410,7 +410,7 @@ class _Turn:
                 "fewer steps at once, or raise %config ClarifaiMagics.max_tool_calls."
             )
 
-    def _draw(self, final: bool = False, force: bool = False) -> None:
+    def _draw(self, *, final: bool = False, force: bool = False) -> None:
         """Show the transcript; a failing view must not cost the stream or the store write."""
         if self.view_failure is not None:
             return

@@ -142,7 +142,7 @@ def _to_8bit(img: Any) -> Any:
     return img.point(lambda v: v * scale + offset).convert("L")
 
 
-def _encode(img: Any, max_side: int, lossless: bool, owned: bool = False) -> str:
+def _encode(img: Any, max_side: int, *, lossless: bool, owned: bool = False) -> str:
     """Downscale a PIL image and encode it as a data URL.
 
     ``owned`` says the image was opened here and may be changed in place (its pixels are then

@@ -52,7 +52,7 @@ class FrameBudget:
         self.bytes_per_second = bytes_per_second
         self.next_at = 0.0
 
-    def allows(self, final: bool = False, force: bool = False) -> bool:
+    def allows(self, *, final: bool = False, force: bool = False) -> bool:
         """Draw now? Always for the final frame and a forced one, else when the time has come."""
         return final or force or time.monotonic() >= self.next_at
 
@@ -173,7 +173,7 @@ def _clip(text: str, limit: int = PREVIEW_CHARS) -> str:
     return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more characters)"
 
 
-def tool_summary(activity: ToolActivity, turn_over: bool = False) -> str:
+def tool_summary(activity: ToolActivity, *, turn_over: bool = False) -> str:
     """One line: ``get_weather(location="Paris") → result · 0.51 s``."""
     call, outcome = activity.call, activity.outcome
     head = one_line(f"{_clip(call.name, 120)}({_clip(_args_preview(call.arguments), 120)})")
@@ -212,7 +212,7 @@ def _tool_markdown(activity: ToolActivity, turn_over: bool, budget: _Budget) -> 
         body.append("**Result**\n\n" + fenced(budget.take(_clip(outcome.content, 2000))))
         if outcome.traceback and not budget.spent:
             body.append("**Traceback**\n\n" + fenced(budget.take(outcome.traceback.rstrip())))
-    summary = html.escape(tool_summary(activity, turn_over))
+    summary = html.escape(tool_summary(activity, turn_over=turn_over))
     return _details(f"{icon} {summary}", "\n\n".join(body))
 
 
@@ -319,8 +319,8 @@ class CellView:
     def _bundle_text(markdown: str, plain: str) -> dict[str, Any]:
         return {"text/markdown": markdown, "text/plain": plain or markdown}
 
-    def show(self, transcript: Transcript, final: bool = False, force: bool = False) -> None:
-        if not self.budget.allows(final, force):
+    def show(self, transcript: Transcript, *, final: bool = False, force: bool = False) -> None:
+        if not self.budget.allows(final=final, force=force):
             return
         markdown = transcript_markdown(
             transcript, final=final, fmt=self.fmt, max_chars=self.max_chars
@@ -354,8 +354,8 @@ class TerminalView:
             self.out.write(text[done:])
             self._printed[key] = len(text)
 
-    def show(self, transcript: Transcript, final: bool = False, force: bool = False) -> None:
-        if not self.budget.allows(final, force):
+    def show(self, transcript: Transcript, *, final: bool = False, force: bool = False) -> None:
+        if not self.budget.allows(final=final, force=force):
             return
         if transcript.waiting and transcript.waiting != self._waiting_shown:
             self.out.write(f"[waiting] {transcript.waiting}\n")
@@ -374,7 +374,7 @@ class TerminalView:
                 if key not in self._tools_shown:
                     self._tools_shown.add(key)
                     mark = "←" if activity.outcome else "→"
-                    self.out.write(f"\n{mark} {tool_summary(activity, final)}\n")
+                    self.out.write(f"\n{mark} {tool_summary(activity, turn_over=final)}\n")
                     if activity.outcome is not None and activity.outcome.traceback:
                         self.out.write(activity.outcome.traceback.rstrip() + "\n")
         if final:
@@ -403,7 +403,7 @@ def _stored_text(content: Any, budget: _Budget) -> str:
         if part.get("type") == "text":
             shown.append(safe_markdown(budget.take(str(part.get("text", "")))))
         else:
-            kind = escape_inline(one_line(str(part.get("type", "part"))), False)
+            kind = escape_inline(one_line(str(part.get("type", "part"))))
             shown.append(f"*\\[{kind}\\]*")
     return "\n\n".join(shown)
 
@@ -439,7 +439,7 @@ def _stored_markdown(item: Any, budget: _Budget) -> str:
         tool = html.escape(one_line(str(message.get("name") or "tool")))
         return _details(f"🔧 result of {tool}", fenced(budget.take(_clip(text, 2000))))
     flag = " *(partial)*" if getattr(item, "partial", False) else ""
-    parts = [f"**{escape_inline(one_line(role), False)}**{flag}", _stored_text(content, budget)]
+    parts = [f"**{escape_inline(one_line(role))}**{flag}", _stored_text(content, budget)]
     for call in message.get("tool_calls") or ():
         function = call.get("function", {})
         shown = f"{function.get('name')}({_args_preview(str(function.get('arguments', '')))})"

@@ -143,7 +143,7 @@ def _code_span_kept(line: str, start: int, end: int, closer: int, table: bool, s
     return not _URL_START.search(word)
 
 
-def escape_inline(line: str, table: bool = False, seen: str = "") -> str:
+def escape_inline(line: str, *, table: bool = False, seen: str = "") -> str:
     """One line outside code blocks: code spans kept, raw HTML, images and stray backticks
     escaped. ``seen``: which of ``$`` and ``~`` came earlier in the paragraph."""
     starts: dict[int, list[int]] = {}
@@ -234,7 +234,7 @@ def safe_markdown(text: str) -> str:
         tilde = _TILDE_FENCE.match(line)
         if tilde is not None:
             line = line[: tilde.end()] + "\\" + line[tilde.end() :]
-        escaped = escape_inline(line, index in tables, seen)
+        escaped = escape_inline(line, table=index in tables, seen=seen)
         # What a paragraph has seen, for the next line (a paragraph ends at a blank line).
         seen = "" if _blank(line) else "".join(c for c in "$~" if c in seen or c in line)
         put(escaped)

@@ -48,8 +48,8 @@ class PanelView:
         self.max_chars = max_chars
         self.budget = FrameBudget(1 / MAX_UPDATES_PER_SECOND, BYTES_PER_SECOND)
 
-    def show(self, transcript: Transcript, final: bool = False, force: bool = False) -> None:
-        if not self.budget.allows(final, force):
+    def show(self, transcript: Transcript, *, final: bool = False, force: bool = False) -> None:
+        if not self.budget.allows(final=final, force=force):
             return
         markdown = MODEL_LABEL + transcript_markdown(
             transcript, final=final, max_chars=self.max_chars - len(MODEL_LABEL)

@@ -18,7 +18,7 @@ class BrokenView:
     def __init__(self) -> None:
         self.draws = 0
 
-    def show(self, transcript: Transcript, final: bool = False, force: bool = False) -> None:
+    def show(self, transcript: Transcript, *, final: bool = False, force: bool = False) -> None:
         self.draws += 1
         if self.draws == 2:
             raise ValueError("bug in the view")

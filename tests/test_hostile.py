@@ -172,7 +172,7 @@ class RecordingView:
     def __init__(self) -> None:
         self.final: Transcript | None = None
 
-    def show(self, transcript: Transcript, final: bool = False, force: bool = False) -> None:
+    def show(self, transcript: Transcript, *, final: bool = False, force: bool = False) -> None:
         if final:
             self.final = transcript
 

@@ -71,7 +71,7 @@ class Frames:
     def __init__(self) -> None:
         self.seen: list[tuple[str, bool]] = []
 
-    def show(self, transcript: Transcript, final: bool = False, force: bool = False) -> None:
+    def show(self, transcript: Transcript, *, final: bool = False, force: bool = False) -> None:
         self.seen.append((transcript.status, final))
 
 

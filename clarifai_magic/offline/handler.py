@@ -103,7 +103,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             body = self._read_body()
         except ValueError:  # a bad Content-Length or chunk size: the body's end is unknown
-            self._send_error(400, "Malformed request body framing (offline server).", True)
+            self._send_error(400, "Malformed request body framing (offline server).", close=True)
             return
         try:
             parsed = json.loads(body) if body else None
@@ -239,7 +239,7 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         shutdown_socket(self.connection)
 
-    def _send_error(self, status: int, message: str, close: bool = False) -> None:
+    def _send_error(self, status: int, message: str, *, close: bool = False) -> None:
         error_type = "authentication_error" if status == 401 else "invalid_request_error"
         if status == 404:
             error_type = "not_found_error"

@@ -78,11 +78,13 @@ class LineCommands:
         output: Output,
         namespace: Callable[[], dict[str, Any]],
         set_aliases: Callable[[dict[str, str]], None],
+        ask: Callable[[str, str], None],
     ) -> None:
         self.session = session
         self.out = output
         self.namespace = namespace  # the user's variables, where tools are looked up
         self.set_aliases = set_aliases  # the aliases setting belongs to the magic's config
+        self.ask = ask  # ask(options, prompt): a question, as the magic asks it
 
     def table(self) -> dict[str, Command]:
         commands = [

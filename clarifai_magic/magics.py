@@ -184,6 +184,7 @@ class ClarifaiMagics(Magics):
             output=self.out,
             namespace=lambda: self.shell.user_ns,
             set_aliases=self._set_aliases,
+            ask=self._ask_line,
         )
         help_command = Command("help", no_args, self.cmd_help, "options and commands")
         return {"help": help_command, **line_commands.table()}
@@ -268,6 +269,12 @@ class ClarifaiMagics(Magics):
             notice = self.session.pop_store_notice()
             if notice:
                 self.out.warn(notice)
+
+    def _ask_line(self, options: str, prompt: str) -> None:
+        """Ask as ``%clarifai OPTIONS -- PROMPT`` would: for commands that compose a question."""
+        from .commands import split_words
+
+        self._ask(self.clarifai.parser.parse_args(split_words(options)), prompt)
 
     def _ask(self, args: Any, prompt: str) -> None:
         prompt = prompt.strip()

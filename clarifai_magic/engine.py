@@ -255,6 +255,12 @@ class _Turn:
             transcript.error = explain_error(
                 exc, self.options.model, credentials, mid_stream=started
             )
+            extra = self.options.request.extra
+            if extra and status_of(exc) in (400, 422):
+                transcript.error += (
+                    f" The request carried -o {', '.join(extra)}: check that this model "
+                    "accepts them (the server's words above say which)."
+                )
         if transcript.error:
             transcript.error = self.redactor.redact(transcript.error)
         if transcript.partial and transcript.rounds and not transcript.rounds[-1].saved:

@@ -10,6 +10,7 @@ one-line question.
 from __future__ import annotations
 
 import argparse
+import builtins
 import functools
 import keyword
 import os
@@ -34,6 +35,7 @@ from .options import (
     Limits,
     OptionError,
     RequestOptions,
+    model_options,
 )
 from .output import Output, cell_output
 from .session import MAIN_CHAT, Ask, Session, SessionError, Settings
@@ -236,6 +238,14 @@ class ClarifaiMagics(Magics):
     @argument("--no-history", action="store_true", help="A one-off question, no conversation.")
     @argument("--image", action="append", default=[], help="Image to send (repeatable).")
     @argument("--schema", help="Pydantic model or dataclass the answer must follow.")
+    @argument(
+        "-o",
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Another model option (top_p, seed, stop, reasoning_effort, ...); repeatable.",
+    )
     @no_var_expand  # {braces} and $names are ours to fill (or not), never IPython's
     @line_cell_magic
     def clarifai(self, line: str, cell: str | None = None) -> None:
@@ -293,9 +303,13 @@ class ClarifaiMagics(Magics):
         schema = self._schema(args.schema) if args.schema else None
         response_format = fallback = None
         if schema is not None:
+            from .schema import SchemaError
             from .structured import instruction_for, response_format_for
 
-            response_format, fallback = response_format_for(schema), instruction_for(schema)
+            try:
+                response_format, fallback = response_format_for(schema), instruction_for(schema)
+            except SchemaError as exc:
+                raise UsageError(str(exc)) from None
         request = RequestOptions(
             model=args.model,
             system=args.system,
@@ -304,6 +318,7 @@ class ClarifaiMagics(Magics):
             max_rounds=args.max_rounds,
             response_format=response_format,
             response_format_fallback=fallback,
+            extra=model_options(args.option),
         )
         ask = Ask(
             content=self._content(prompt, args.image, args.model),
@@ -353,7 +368,8 @@ class ClarifaiMagics(Magics):
         return user_content(prompt, parts)
 
     def _schema(self, name: str) -> type:
-        schema = self.shell.user_ns.get(name)
+        # Built-ins too, so `--schema int` is told why int won't do rather than "not defined".
+        schema = self.shell.user_ns.get(name, getattr(builtins, name, None))
         if not isinstance(schema, type):
             raise UsageError(
                 f"--schema needs a pydantic model or dataclass defined in the notebook; "

@@ -12,7 +12,10 @@ kernel hold, show or send. Kept light (no imports of the rest of the package), s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 DEFAULT_MAX_ROUNDS = 10
@@ -32,9 +35,9 @@ class Bound:
     high: float | None = None
     kind: type = float
 
-    def check(self, name: str, value: Any) -> Any:
+    def check(self, name: str, value: Any, *, flag: str | None = None) -> Any:
         """``value`` converted to ``kind`` and within bounds, or :class:`OptionError`."""
-        flag = "--" + name.replace("_", "-")
+        flag = flag or "--" + name.replace("_", "-")
         try:
             number = self.kind(value)
         except (TypeError, ValueError):
@@ -53,7 +56,46 @@ BOUNDS: dict[str, Bound] = {
     "temperature": Bound(0, 2),
     "max_tokens": Bound(1, kind=int),
     "max_rounds": Bound(1, kind=int),
+    # Model options given with -o KEY=VALUE, where OpenAI documents a range.
+    "top_p": Bound(0, 1),
+    "frequency_penalty": Bound(-2, 2),
+    "presence_penalty": Bound(-2, 2),
+    "seed": Bound(-(2**63), 2**63 - 1, kind=int),
+    "n": Bound(1, kind=int),
+    "top_logprobs": Bound(0, 20, kind=int),
 }
+# Keys -o may not set: the magic sets them itself, or an option of its own does.
+_RESERVED = {
+    "model": "-m",
+    "messages": "the cell",
+    "stream": "the magic",
+    "stream_options": "the magic",
+    "tools": "--tools",
+    "tool_choice": "--tools",
+    "response_format": "--schema or -f json",
+    "temperature": "-t",
+    "max_tokens": "--max-tokens",
+}
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def model_options(items: Iterable[str]) -> dict[str, Any]:
+    """``-o KEY=VALUE`` options as a dict: values read as JSON where they are JSON (``0.9``,
+    ``true``, ``["END"]``, ``{"a": 1}``), else kept as text (``reasoning_effort=high``)."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not _KEY.match(key):
+            raise OptionError(f"-o needs KEY=VALUE, like -o top_p=0.9; {item!r} is not that.")
+        if key in _RESERVED:
+            raise OptionError(f"-o {key} is not needed: use {_RESERVED[key]} instead.")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        options[key] = value
+    return options
 
 
 @dataclass(frozen=True)
@@ -68,13 +110,21 @@ class RequestOptions:
     response_format: dict[str, Any] | None = None
     # Appended as a system message if the server rejects ``response_format``.
     response_format_fallback: str | None = None
+    # Other model options (-o KEY=VALUE: top_p, seed, stop, reasoning_effort, ...), passed on.
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for field in fields(self):
-            bound = BOUNDS.get(field.name)
-            value = getattr(self, field.name)
+        for name, value in [(f.name, getattr(self, f.name)) for f in fields(self)]:
+            bound = BOUNDS.get(name)
             if bound is not None and value is not None:
-                object.__setattr__(self, field.name, bound.check(field.name, value))
+                object.__setattr__(self, name, bound.check(name, value))
+        checked = {
+            key: BOUNDS[key].check(key, value, flag=f"-o {key}")
+            if key in BOUNDS and value is not None
+            else value
+            for key, value in self.extra.items()
+        }
+        object.__setattr__(self, "extra", checked)
 
     def completion_kwargs(
         self,
@@ -102,6 +152,10 @@ class RequestOptions:
             kwargs["tool_choice"] = "auto"
         if response_format is not None:
             kwargs["response_format"] = response_format
+        if self.extra:
+            # In the JSON body as given: the client's keyword arguments vary by version, and
+            # Clarifai passes on options the client may not know yet.
+            kwargs["extra_body"] = dict(self.extra)
         return kwargs
 
 

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from clarifai_magic.options import OptionError, RequestOptions
-from clarifai_magic.testing import OfflineServer, text
+from clarifai_magic.testing import OfflineServer, http_error, text
 
-from .test_magic import run
+from .test_magic import final_markdown, run
 
 
 @pytest.mark.parametrize(
@@ -79,3 +79,57 @@ def test_leading_options_then_a_prompt_with_quotes_and_dashes(
     assert body["messages"][-1]["content"] == "What's a -5 degree day like?"
     run(shell, "%clarifai -- -t is not an option here")
     assert server.chat_requests[-1].json["messages"][-1]["content"] == "-t is not an option here"
+
+
+def test_model_options_reach_the_request_body(shell: Any, server: OfflineServer) -> None:
+    server.enqueue(text("ok"))
+    line = (
+        "%%clarifai -o top_p=0.9 -o seed=7 -o 'stop=[\"END\"]' -o reasoning_effort=high"
+        " -o logit_bias={}\nHi"
+    )
+    out = run(shell, line)
+    assert out.result.success, out.stderr
+    body = server.chat_requests[-1].json
+    assert body["top_p"] == 0.9 and body["seed"] == 7 and body["stop"] == ["END"]
+    assert body["reasoning_effort"] == "high" and body["logit_bias"] == {}
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("top_p=1.5", "-o top_p 1.5 is out of range: use a value between 0 and 1."),
+        ("seed=soon", "-o seed: 'soon' is not a number."),
+        ("temperature=0.2", "-o temperature is not needed: use -t instead."),
+        ("top_p", "-o needs KEY=VALUE"),
+    ],
+)
+def test_bad_model_options_are_refused_before_any_request(
+    shell: Any, server: OfflineServer, option: str, message: str
+) -> None:
+    out = run(shell, f"%%clarifai -o {option}\nHi")
+    assert not out.result.success
+    assert message in str(out.result.error_in_exec)
+    assert server.chat_requests == []
+
+
+def test_a_model_option_the_server_refuses_is_named_in_the_error(
+    shell: Any, server: OfflineServer
+) -> None:
+    server.enqueue(http_error(400, message="Unrecognized request argument supplied: frobnicate"))
+    out = run(shell, "%%clarifai -o frobnicate=3\nHi")
+    assert not out.result.success
+    markdown = final_markdown(out)
+    assert "Unrecognized request argument supplied: frobnicate" in markdown
+    assert "The request carried -o frobnicate" in markdown
+    assert server.chat_requests[-1].json["frobnicate"] == 3
+
+
+@pytest.mark.parametrize("name", ["int", "dict", "NotAClass"])
+def test_schema_must_name_a_class_with_fields(shell: Any, server: OfflineServer, name: str) -> None:
+    shell.user_ns["NotAClass"] = 42
+    out = run(shell, f"%%clarifai --schema {name}\nHi")
+    assert not out.result.success
+    error = str(out.result.error_in_exec)
+    assert "--schema needs a pydantic model" in error
+    assert "not defined" not in error
+    assert server.chat_requests == []

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .client import (
     DEFAULT_MAX_RETRIES,
@@ -29,16 +29,16 @@ from .client import (
 from .config import Credentials, Redactor
 from .options import Limits, RequestOptions
 from .stream import StreamAccumulator, ToolCall, Usage
+from .transcript import Round, ToolActivity, Transcript, TurnView
 
 if TYPE_CHECKING:
     import openai
 
-    from .tools import Tool, ToolOutcome, ToolRunner
+    from .tools import Tool, ToolRunner
 
 # How often a streaming answer is saved as a partial checkpoint, so a killed kernel loses little.
 CHECKPOINT_SECONDS = 1.0
 
-TurnStatus = Literal["streaming", "running tools", "done", "interrupted", "error", "incomplete"]
 
 
 class LimitExceeded(Exception):
@@ -61,67 +61,6 @@ class TurnOptions:
     max_retries: int = DEFAULT_MAX_RETRIES
     max_tool_result_chars: int | None = None  # None: the tool runner's default
     limits: Limits = field(default_factory=Limits)
-
-
-@dataclass
-class ToolActivity:
-    call: ToolCall
-    outcome: ToolOutcome | None = None
-    started: bool = False  # handed to the tool runner (so a cancel may not have stopped it)
-    is_async: bool = False  # an async tool is cancelled for sure; a sync one only told
-
-
-@dataclass
-class Round:
-    stream: StreamAccumulator = field(default_factory=StreamAccumulator)
-    tools: list[ToolActivity] = field(default_factory=list)
-    saved: bool = False  # its messages (tool calls and results) are in the store
-
-
-@dataclass
-class Transcript:
-    """Everything a view needs to draw a turn, as it happens."""
-
-    model: str
-    rounds: list[Round] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
-    ended: float | None = None
-    status: TurnStatus = "streaming"
-    error: str | None = None
-    notices: list[str] = field(default_factory=list)
-    waiting: str | None = None  # e.g. "rate-limited, retrying in 4 s", while it lasts
-
-    @property
-    def answer(self) -> str:
-        """The final answer: the text of the last round."""
-        return self.rounds[-1].stream.text if self.rounds else ""
-
-    @property
-    def usage(self) -> Usage:
-        total = Usage()
-        for round_ in self.rounds:
-            usage = round_.stream.usage
-            if usage is None:
-                continue
-            if usage.prompt_tokens is not None:
-                total.prompt_tokens = (total.prompt_tokens or 0) + usage.prompt_tokens
-            if usage.completion_tokens is not None:
-                total.completion_tokens = (total.completion_tokens or 0) + usage.completion_tokens
-        return total
-
-    @property
-    def elapsed(self) -> float:
-        return (self.ended or time.monotonic()) - self.started
-
-    @property
-    def partial(self) -> bool:
-        return self.status in ("interrupted", "error", "incomplete")
-
-
-class TurnView(Protocol):
-    def show(self, transcript: Transcript, *, final: bool = False, force: bool = False) -> None:
-        """Draw the transcript if the view's budget allows; ``force`` for a change of phase
-        (tools start or finish), ``final`` for the last, unconditional draw."""
 
 
 MessagesCallback = Callable[[list[dict[str, Any]], bool, "Usage | None"], None]

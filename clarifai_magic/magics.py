@@ -43,8 +43,8 @@ from .session import MAIN_CHAT, Ask, Session, SessionError, Settings
 # Loaded with the first question or command, not by `%load_ext`, which should stay instant.
 if TYPE_CHECKING:
     from .commands import Command
-    from .engine import Transcript
     from .render import CellView, TerminalView
+    from .transcript import Transcript
 
 FORMATS = ("markdown", "text", "code", "json")
 # The names IPython keeps output history in: _, __, ___, _i, _ii, _iii, _5, _i5, _oh, _ih, _dh.

@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from .engine import Round, ToolActivity, Transcript
 from .models import model_id
 from .options import DEFAULT_MAX_DISPLAY_CHARS
 from .safe_markdown import (
@@ -32,6 +31,7 @@ from .safe_markdown import (
     quote_untrusted,
     safe_markdown,
 )
+from .transcript import Round, ToolActivity, Transcript
 
 MAX_UPDATES_PER_SECOND = 20
 BYTES_PER_SECOND = 32_000

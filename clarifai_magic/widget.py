@@ -18,7 +18,6 @@ from typing import Any
 import ipywidgets as widgets
 
 from .confirm import ButtonConfirm
-from .engine import Transcript
 from .models import model_id
 from .options import RequestOptions
 from .render import (
@@ -31,6 +30,7 @@ from .render import (
     transcript_markdown,
 )
 from .session import MAIN_CHAT, Ask, Session, SessionError
+from .transcript import Transcript
 
 USER_LABEL = "**You**\n\n"
 MODEL_LABEL = "**Model**\n\n"

@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 CHECKPOINT_SECONDS = 1.0
 
 
-
 class LimitExceeded(Exception):
     """A response passed one of the :class:`Limits`; the message is the user's paragraph."""
 

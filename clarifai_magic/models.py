@@ -2,8 +2,8 @@
 
 A model is named by its Clarifai URL (``https://clarifai.com/USER/APP/models/MODEL``), the short
 path ``USER/APP/models/MODEL`` (optionally followed by ``/versions/ID``), an alias the user made,
-or the bare model id of a model in the built-in capability table (``gpt-4o``). Everything is
-resolved to the full URL, which is what Clarifai's OpenAI-compatible endpoint expects as
+or the bare model id of a model in the built-in tables (``gpt-4o``, ``gpt-oss-120b``). Everything
+is resolved to the full URL, which is what Clarifai's OpenAI-compatible endpoint expects as
 ``model``.
 """
 
@@ -68,6 +68,11 @@ CAPABILITIES: Mapping[str, Capabilities] = MappingProxyType(
 )
 
 
+# Models Clarifai hosts (its docs' examples) that the published capability table leaves out:
+# their bare ids resolve like the table's, and their capabilities show as unknown.
+OTHER_MODELS: tuple[str, ...] = ("openai/chat-completion/models/gpt-oss-120b",)
+
+
 class ModelNameError(ValueError):
     """A model name that is neither a Clarifai URL, a short path, nor a known alias."""
 
@@ -94,7 +99,7 @@ def _by_model_id(ids: Iterable[str]) -> Mapping[str, str]:
     return MappingProxyType(table)
 
 
-_KNOWN_IDS = _by_model_id(CAPABILITIES)
+_KNOWN_IDS = _by_model_id((*CAPABILITIES, *OTHER_MODELS))
 
 
 def resolve_model(name: str, aliases: Mapping[str, str] | None = None) -> str:
@@ -153,7 +158,7 @@ def merge_model_list(listed_ids: Iterable[str], aliases: Mapping[str, str]) -> l
             by_path.setdefault(short_path(resolve_model(target)), []).append(alias)
         except ModelNameError:
             continue
-    paths = listed | set(CAPABILITIES) | set(by_path)
+    paths = listed | set(CAPABILITIES) | set(OTHER_MODELS) | set(by_path)
     return [
         ModelInfo(
             path=path,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import enum
 import http.client
 import json
 import signal
@@ -14,9 +17,13 @@ import urllib.error
 import urllib.request
 from typing import Literal
 
+import jsonschema
 import openai
+import pydantic
 import pytest
+from IPython.utils.capture import capture_output
 
+from clarifai_magic.models import model_id, resolve_model, short_path
 from clarifai_magic.offline import (
     BASE_PATH,
     OfflineServer,
@@ -26,6 +33,13 @@ from clarifai_magic.offline import (
     raw,
     text,
     tool_calls,
+)
+from clarifai_magic.prompt import extract_code
+from clarifai_magic.structured import (
+    instruction_for,
+    parse_json_answer,
+    parse_structured,
+    response_format_for,
 )
 
 MODEL = "openai/chat-completion/models/gpt-4o"
@@ -772,7 +786,7 @@ def test_default_responder_calls_an_offered_tool_then_reports_its_result(client)
     first = client.chat.completions.create(model="m", messages=question, tools=[tool])
     [call] = first.choices[0].message.tool_calls
     assert call.function.name == "get_weather"
-    assert json.loads(call.function.arguments) == {"city": "example", "unit": "C"}
+    assert json.loads(call.function.arguments) == {"city": "offline example", "unit": "C"}
     answered = [
         *question,
         first.choices[0].message.model_dump(exclude_none=True),
@@ -808,7 +822,7 @@ def test_default_responder_fills_tool_arguments_from_defs_refs(client):
 
     [call] = reply.choices[0].message.tool_calls
     order = Order.model_validate_json(call.function.arguments)
-    assert order.ship_to == Address(city="example", zip_code=1)
+    assert order.ship_to == Address(city="offline example", zip_code=1)
 
 
 NODE = {"type": "object", "properties": {"next": {"$ref": "#/$defs/Node"}}}
@@ -817,7 +831,7 @@ NODE = {"type": "object", "properties": {"next": {"$ref": "#/$defs/Node"}}}
 @pytest.mark.parametrize(
     ("arg", "defs", "expected"),
     [
-        ({"type": "string", "enum": []}, {}, "example"),
+        ({"type": "string", "enum": []}, {}, "offline example"),
         ({"$ref": "#/$defs/Missing"}, {}, {}),
         ({"$ref": "#/$defs/Node"}, {"$defs": {"Node": NODE}}, {"next": {}}),  # recursive
         ({"$ref": "#/definitions/N"}, {"definitions": {"N": {"type": "integer"}}}, 1),
@@ -859,3 +873,311 @@ def test_default_responder_reports_only_the_latest_tool_round(client):
     content = reply.choices[0].message.content
     assert "`lookup` returned: new result" in content
     assert "old result" not in content
+
+
+# ---------------------------------------------------------------- the headline features offline
+# The stand-in model answers --schema, -f json and -f code in forms the magic accepts.
+
+
+def ask(client, messages, **kwargs):
+    """The content of one streamed answer, as the magic receives it."""
+    return content_of(stream(client, messages=messages, **kwargs))
+
+
+def schema_format(schema, *, name="Answer"):
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
+
+
+def check_valid(schema, value):
+    jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(
+        value
+    )
+
+
+def obj(properties, **extra):
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+        **extra,
+    }
+
+
+TREE = {
+    "$defs": {
+        "Node": obj(
+            {
+                "name": {"type": "string"},
+                "children": {"type": "array", "items": {"$ref": "#/$defs/Node"}},
+                "parent": {"anyOf": [{"$ref": "#/$defs/Node"}, {"type": "null"}]},
+            }
+        )
+    },
+    "$ref": "#/$defs/Node",
+}
+
+SCHEMAS = {
+    "enum-and-const": obj({"colour": {"enum": ["red", "green"]}, "kind": {"const": "fruit"}}),
+    "formats": obj(
+        {
+            "day": {"type": "string", "format": "date"},
+            "at": {"type": "string", "format": "date-time"},
+            "mail": {"type": "string", "format": "email"},
+            "id": {"type": "string", "format": "uuid"},
+            "flag": {"type": "boolean"},
+        }
+    ),
+    "number-bounds": obj(
+        {
+            "share": {"type": "number", "minimum": 0, "maximum": 1},
+            "positive": {"type": "number", "exclusiveMinimum": 0},
+            "negative": {"type": "integer", "maximum": -5},
+            "big": {"type": "integer", "minimum": 1000},
+            "quarter": {"type": "number", "multipleOf": 0.25, "minimum": 3.1},
+            "only_eight": {"type": "integer", "exclusiveMinimum": 7, "exclusiveMaximum": 9},
+        }
+    ),
+    "string-constraints": obj(
+        {
+            "code": {"type": "string", "pattern": r"^[A-Z]{3}-\d{2}$"},
+            "short": {"type": "string", "maxLength": 3},
+            "long": {"type": "string", "minLength": 40},
+        }
+    ),
+    "arrays": obj(
+        {
+            "pair": {
+                "type": "array",
+                "prefixItems": [{"type": "string"}, {"type": "integer"}],
+                "minItems": 2,
+                "maxItems": 2,
+            },
+            "distinct": {
+                "type": "array",
+                "items": {"type": "integer"},
+                "minItems": 3,
+                "uniqueItems": True,
+            },
+            "empty": {"type": "array", "items": {"type": "string"}, "maxItems": 0},
+        }
+    ),
+    "unions": obj(
+        {
+            "maybe": {"anyOf": [{"type": "null"}, {"type": "integer", "minimum": 5}]},
+            "either": {"oneOf": [{"type": "string", "enum": ["a"]}, {"type": "number"}]},
+            "type_list": {"type": ["null", "boolean"]},
+        }
+    ),
+    "recursive-refs": TREE,
+    "all-of": {
+        "allOf": [
+            {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+            {"type": "object", "properties": {"b": {"type": "string"}}, "required": ["b"]},
+        ]
+    },
+    "open-map": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 2}},
+    "top-level-array": {"type": "array", "items": {"enum": ["x", "y"]}, "minItems": 1},
+}
+
+
+@pytest.mark.parametrize("schema", SCHEMAS.values(), ids=SCHEMAS.keys())
+def test_a_json_schema_response_format_gets_schema_valid_json_and_nothing_else(client, schema):
+    content = ask(client, USER, response_format=schema_format(schema))
+
+    value = json.loads(content)  # the whole answer is the JSON: no marker, no fence
+    check_valid(schema, value)
+    assert value not in (None, {}, [])  # an example, not an empty shell
+
+
+def test_schema_answers_fill_what_the_schema_asks_for(client):
+    tree = json.loads(ask(client, USER, response_format=schema_format(TREE)))
+    bounds = json.loads(ask(client, USER, response_format=schema_format(SCHEMAS["number-bounds"])))
+    strings = json.loads(
+        ask(client, USER, response_format=schema_format(SCHEMAS["string-constraints"]))
+    )
+
+    # A recursive schema is filled once, then ends where the schema allows.
+    assert tree["name"] == "offline example"
+    assert tree["children"][0]["children"] == [] and tree["children"][0]["parent"] is None
+    assert tree["parent"]["name"] == "offline example"
+    assert bounds["only_eight"] == 8 and bounds["quarter"] == 3.25
+    assert strings["code"] == "AAA-11"
+
+
+class Line(pydantic.BaseModel):
+    description: str
+    quantity: int = pydantic.Field(ge=1)
+    unit_price: float = pydantic.Field(gt=0)
+
+
+class Status(enum.Enum):
+    DRAFT = "draft"
+    SENT = "sent"
+
+
+class Invoice(pydantic.BaseModel):
+    number: str = pydantic.Field(pattern=r"^INV-\d{4}$")
+    issued: datetime.date
+    due: datetime.datetime | None = None
+    currency: Literal["EUR", "USD"]
+    status: Status
+    lines: list[Line] = pydantic.Field(min_length=1)
+    notes: str = ""
+
+
+@dataclasses.dataclass
+class Folder:
+    name: str
+    tags: set[str]
+    sizes: dict[str, int]
+    parent: Folder | None = None
+
+
+@pytest.mark.parametrize("cls", [Invoice, Folder], ids=["pydantic", "dataclass"])
+def test_schema_answers_validate_as_the_magic_validates_them(client, cls):
+    by_format = ask(client, USER, response_format=response_format_for(cls))
+    # A model that rejects response_format is asked in words, with the schema in the prompt.
+    in_words = ask(client, [{"role": "system", "content": instruction_for(cls)}, *USER])
+
+    for content in (by_format, in_words):
+        result = parse_structured(content, cls)
+        assert result.ok, result.describe_errors()
+        assert isinstance(result.value, cls)
+
+
+def test_schema_answers_come_whole_without_streaming_too(client):
+    reply = client.chat.completions.create(
+        model=MODEL, messages=USER, response_format=response_format_for(Invoice)
+    )
+
+    invoice = Invoice.model_validate_json(reply.choices[0].message.content)
+    assert invoice.currency == "EUR" and invoice.lines[0].quantity >= 1
+
+
+def json_answer(content):
+    result = parse_json_answer(content)
+    assert result.ok, result.describe_errors()
+    return result.value
+
+
+def test_json_object_and_questions_asking_for_json_get_a_scripted_json_object(client):
+    asked_json = [{"role": "user", "content": "List three fruits as JSON."}]
+    told_json = [{"role": "system", "content": "Reply in json only."}, *USER]
+
+    answers = [
+        json.loads(ask(client, USER, response_format={"type": "json_object"})),
+        json.loads(ask(client, asked_json)),
+        json.loads(ask(client, told_json)),
+    ]
+
+    for answer in answers:
+        assert answer["scripted"] is True  # says it is scripted, inside the JSON
+        assert "offline server" in answer["note"]
+    assert answers[1]["question"] == "List three fruits as JSON."
+
+
+def test_only_the_latest_question_decides_the_answer_s_form(client):
+    earlier = [
+        {"role": "user", "content": "Give me JSON"},
+        {"role": "assistant", "content": "{}"},
+        {"role": "user", "content": "Now say hello"},
+    ]
+
+    content = ask(client, earlier)
+
+    assert content.startswith("**Offline reply**") and "> Now say hello" in content
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "user", "content": "Write a Python function that returns the median."}],
+        [{"role": "user", "content": "Show me code to read a CSV file"}],
+        [
+            {"role": "system", "content": "Answer with one fenced code block."},
+            {"role": "user", "content": "Median of a list"},
+        ],
+    ],
+    ids=["python-function", "code", "system-hint"],
+)
+def test_questions_asking_for_code_get_a_fenced_block_that_compiles(client, messages):
+    content = ask(client, messages)
+
+    code = extract_code(content)
+    assert content.startswith("**Offline reply**")  # the marker, outside the code block
+    assert "```python\n" in content and code is not None
+    compile(code, "<answer>", "exec")
+    assert "scripted" in code  # the code says so too, in a comment
+    assert "Offline reply" not in code
+
+
+def test_a_question_that_asks_for_nothing_special_is_still_quoted(client):
+    content = ask(client, [{"role": "user", "content": "Write a haiku about autumn"}])
+
+    assert "> Write a haiku about autumn" in content and "```" not in content
+
+
+def test_after_tool_results_a_json_answer_carries_them(client):
+    call = {"id": "call_1", "type": "function", "function": {"name": "mean", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "Mean of 1 and 3, as JSON"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "name": "mean", "content": "2.0"},
+    ]
+
+    answer = json_answer(ask(client, messages))
+    invoice = parse_structured(
+        ask(client, messages, response_format=response_format_for(Invoice)), Invoice
+    )
+
+    assert answer["tool_results"] == [{"tool": "mean", "returned": "2.0"}]
+    assert invoice.ok, invoice.describe_errors()
+
+
+# ------------------------------------------------------------- through the magic, as a user
+
+
+def run(shell, cell):
+    with capture_output() as captured:
+        result = shell.run_cell(cell)
+    assert result.success, captured.stdout + captured.stderr
+    return captured
+
+
+def test_every_model_the_server_lists_can_be_used_with_dash_m(shell, server):
+    with openai.OpenAI(base_url=server.base_url, api_key="t", max_retries=0) as c:
+        listed = [m.id for m in c.models.list()]
+    assert "https://clarifai.com/openai/chat-completion/models/gpt-oss-120b" in listed
+
+    for url in listed:
+        for name in (model_id(url), short_path(url), url):
+            run(shell, f"%clarifai -m {name} -- hello there")
+            assert server.chat_requests[-1].json["model"] == url, name
+            assert resolve_model(name) == url
+
+
+@pytest.fixture
+def offline_shell(shell):
+    """The magic in offline mode: the built-in server and its stand-in model answer."""
+    out = run(shell, "%clarifai offline on")
+    assert "SCRIPTED" in out.stdout
+    yield shell
+    run(shell, "%clarifai offline off")
+
+
+def test_schema_json_and_code_work_offline(offline_shell):
+    shell = offline_shell
+    shell.user_ns.update(Invoice=Invoice, Folder=Folder)
+
+    run(shell, "%%clarifai --schema Invoice --out inv\nExtract the invoice: INV-0042, 3 pens.")
+    run(shell, "%%clarifai --schema Folder --out folder\nDescribe my home folder.")
+    run(shell, "%%clarifai -f json --out data\nList three fruits and their colours as JSON.")
+    out = run(shell, "%%clarifai -f code --out code\nWrite a Python function for the median.")
+
+    assert isinstance(shell.user_ns["inv"], Invoice)
+    assert shell.user_ns["inv"].number == "INV-1111"
+    assert isinstance(shell.user_ns["folder"], Folder)
+    assert shell.user_ns["data"]["scripted"] is True
+    compile(shell.user_ns["code"], "<cell>", "exec")
+    assert "Offline reply" in json.dumps([o.data for o in out.outputs])  # marked as scripted

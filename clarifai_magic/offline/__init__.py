@@ -2,8 +2,10 @@
 
 For users, ``%clarifai offline`` and ``clarifai-magic demo`` talk to it instead of Clarifai: it
 quotes each question back, calls an offered tool with example arguments and reports what the
-tool returned, so every feature of the magic can be tried with no PAT, no network and no cost.
-Its replies say they come from the offline server. ``python -m clarifai_magic.offline --port
+tool returned, answers a JSON schema (``--schema``) with example JSON the schema accepts, a
+request for JSON (``-f json``) with a JSON object and a request for code (``-f code``) with a
+Python block, so every feature of the magic can be tried with no PAT, no network and no cost.
+Its replies say they are scripted. ``python -m clarifai_magic.offline --port
 8765`` serves it standalone (then set ``CLARIFAI_API_BASE`` to the address it prints).
 
 For tests and benchmarks (also importable as ``clarifai_magic.testing``), queue :class:`Script` s
@@ -13,7 +15,8 @@ built with :func:`text`, :func:`tool_calls`, :func:`http_error`, :func:`mid_stre
 
 Modules: :mod:`.server` (lifecycle, queue, records, the command line), :mod:`.handler` (HTTP),
 :mod:`.wire` (a script rendered as SSE events or a JSON body), :mod:`.scripts` (the builders),
-:mod:`.responder` (the stand-in model used when no script is queued).
+:mod:`.responder` (the stand-in model used when no script is queued), :mod:`.examples` (example
+values for JSON schemas).
 """
 
 from .handler import RecordedRequest

@@ -1,59 +1,38 @@
-"""The ``%clarifai WORD`` line commands: login, models, aliases, tools, conversations, the panel.
+"""The ``%clarifai WORD`` line commands: models, aliases, tools, conversations, the panel,
+explain; login, logout and offline come from :mod:`clarifai_magic.account`.
 
-Each command is a :class:`Command` record: its name, which arguments fit it (so that a one-line
-question merely starting with a command word, "%clarifai history of Rome", is asked rather than
-run), the method that runs it, and its help line. :class:`LineCommands` gets what the commands
-need explicitly: the session, where output goes, and how to change the aliases setting.
+:meth:`LineCommands.table` lists them as :class:`~clarifai_magic.routing.Command` records (which
+arguments fit each, its usage and help line); :func:`~clarifai_magic.routing.route` tells a
+command from a one-line question. :class:`LineCommands` gets what the commands need explicitly:
+the session, where output goes, how to change the aliases setting, and how to ask a question.
 """
 
 from __future__ import annotations
 
 import datetime
-import getpass
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import MagicArgumentParser
 from IPython.display import display
 
-from .config import Secret
+from .account import AccountCommands
 from .models import check_alias_name, merge_model_list, short_path
 from .output import Output
 from .render import history_markdown
+from .routing import (
+    Command,
+    name_then_options,
+    no_args,
+    one_name,
+    one_of,
+    options_only,
+    split_words,
+)
+from .routing import route as route  # the magic's entry point, next to the commands it routes
 from .session import MAIN_CHAT, Session, SessionError
-
-
-@dataclass(frozen=True)
-class Command:
-    name: str
-    fits: Callable[[list[str]], bool]  # do these words make sense as this command's arguments?
-    run: Callable[[str], None]  # takes the rest of the line
-    help: str  # one line for `%clarifai help`
-
-
-def split_words(line: str) -> list[str]:
-    """Shell-like words with their quotes removed (IPython's ``parse_argstring`` keeps them);
-    a quoting mistake is a usage error, not a crash."""
-    try:
-        return shlex.split(line)
-    except ValueError as exc:
-        raise UsageError(f"Could not read the options ({exc}). Check the quotes.") from None
-
-
-def no_args(words: list[str]) -> bool:
-    return not words
-
-
-def _one_name(words: list[str]) -> bool:
-    return len(words) <= 1
-
-
-def _name_then_options(words: list[str]) -> bool:
-    # `chat`, `chat NAME`, `chat -m X`, `chat NAME --tools f`; not `chat about the weather`.
-    return len(words) <= 1 or any(w.startswith("-") for w in words[:2])
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -79,53 +58,86 @@ class LineCommands:
         namespace: Callable[[], dict[str, Any]],
         set_aliases: Callable[[dict[str, str]], None],
         ask: Callable[[str, str], None],
+        shell: Any = None,
     ) -> None:
         self.session = session
         self.out = output
         self.namespace = namespace  # the user's variables, where tools are looked up
         self.set_aliases = set_aliases  # the aliases setting belongs to the magic's config
         self.ask = ask  # ask(options, prompt): a question, as the magic asks it
+        self.shell = shell  # where IPython keeps the last error, for `explain`
 
     def table(self) -> dict[str, Command]:
+        account = AccountCommands(self.session, output=self.out)
+        tool_actions = ("add", "remove", "list", "show")
         commands = [
-            Command("login", no_args, self.cmd_login, "paste a PAT for this session"),
-            Command("logout", no_args, self.cmd_logout, "forget a PAT given with login"),
+            Command(
+                "login",
+                one_of("--save"),
+                account.login,
+                "paste a PAT for this session; --save keeps it for new kernels",
+                "[--save]",
+                ("--save",),
+            ),
+            Command(
+                "logout",
+                one_of("--forget"),
+                account.logout,
+                "forget the PAT from login; --forget also the saved one",
+                "[--forget]",
+                ("--forget",),
+            ),
             Command(
                 "offline",
-                lambda w: w in ([], ["on"], ["off"], ["auto"]),
-                self.cmd_offline,
-                "[on|off|auto]: answer from the built-in offline server (scripted)",
+                one_of("on", "off", "auto"),
+                account.offline,
+                "scripted answers from the built-in server; no argument: say which is used",
+                "[on|off|auto]",
+                ("on", "off", "auto"),
             ),
             Command("models", no_args, self.cmd_models, "models and what they can do"),
             Command(
                 "alias",
                 lambda w: len(w) <= 2 or w[0] == "--remove",
                 self.cmd_alias,
-                "NAME MODEL | --remove NAME | (no args: list aliases)",
+                "name a model (no arguments: list the aliases)",
+                "NAME MODEL | --remove NAME",
+                ("--remove",),
             ),
             Command(
                 "tools",
-                lambda w: not w or w[0] in ("add", "remove", "list", "show"),
+                lambda w: not w or w[0] in tool_actions,
                 self.cmd_tools,
-                "add F G | remove F | list | show F: tools offered to every cell",
+                "tools offered to every cell",
+                "add F G | remove F | list | show F",
+                tool_actions,
             ),
-            Command("history", _one_name, self.cmd_history, "[NAME]: show a conversation"),
-            Command("reset", _one_name, self.cmd_reset, "[NAME]: forget a conversation"),
-            Command("undo", _one_name, self.cmd_undo, "[NAME]: drop the last exchange"),
+            Command("history", one_name, self.cmd_history, "show a conversation", "[NAME]"),
+            Command("reset", one_name, self.cmd_reset, "forget a conversation", "[NAME]"),
+            Command("undo", one_name, self.cmd_undo, "drop the last exchange", "[NAME]"),
             Command("chats", no_args, self.cmd_chats, "this notebook's conversations"),
             Command(
                 "fork",
                 lambda w: 1 <= len(w) <= 5,
                 self.cmd_fork,
-                "NEW [--from NAME] [--notebook KEY]: copy a conversation",
+                "copy a conversation",
+                "NEW [--from NAME] [--notebook KEY]",
             ),
             Command("notebooks", no_args, self.cmd_notebooks, "every notebook with conversations"),
             Command("usage", no_args, self.cmd_usage, "tokens per conversation and model"),
             Command(
                 "chat",
-                _name_then_options,
+                name_then_options,
                 self.cmd_chat,
-                "[NAME] [-m MODEL] [--tools f,g]: a chat panel on a conversation",
+                "a chat panel on a conversation",
+                "[NAME] [-m MODEL] [--tools f,g]",
+            ),
+            Command(
+                "explain",
+                options_only,
+                self.cmd_explain,
+                "why the last error happened, and a fix",
+                "[-m MODEL] [--chat NAME] [--no-history]",
             ),
         ]
         return {command.name: command for command in commands}
@@ -136,46 +148,34 @@ class LineCommands:
         except SessionError as exc:
             raise UsageError(str(exc)) from None
 
-    def cmd_login(self, rest: str) -> None:
-        """Paste a Clarifai PAT for this session (not echoed, not saved)."""
-        pat = getpass.getpass("Clarifai PAT: ").strip()
-        if not pat:
-            self.out.warn("No PAT entered; nothing changed.")
-            return
-        self.session.login_pat = Secret(pat)
-        self.out.text(
-            "Logged in for this session: this PAT is used until `%clarifai logout` or a "
-            "restart, instead of CLARIFAI_PAT or the Clarifai CLI config. It is not saved."
-        )
+    def cmd_explain(self, rest: str) -> None:
+        """[-m MODEL] [--chat NAME] [--no-history]: explain the last error, and how to fix it."""
+        from .explain import NO_ERROR_MESSAGE, explain_prompt, last_error
 
-    def cmd_logout(self, rest: str) -> None:
-        """Forget a PAT given with %clarifai login."""
-        self.session.login_pat = None
-        self.out.text("Forgot the PAT from %clarifai login.")
+        parser = _subparser("explain", "Explain the last error.")
+        parser.add_argument("-m", "--model")
+        parser.add_argument("--chat")
+        parser.add_argument("--no-history", action="store_true")
+        args = parser.parse_args(split_words(rest))
+        shell = self.shell
+        if shell is None:
+            from IPython import get_ipython
 
-    def cmd_offline(self, rest: str) -> None:
-        """[on|off|auto]: answer from the built-in offline server (scripted, no account needed)."""
-        choice = rest.strip() or "on"
-        if choice not in ("on", "off", "auto"):
-            raise UsageError("Usage: %clarifai offline [on|off|auto]")
-        if choice == "off":
-            self.session.go_online()
-            self.out.text("Offline mode off: questions go to Clarifai again.")
+            shell = get_ipython()
+        error = last_error(shell)
+        if error is None:
+            self.out.text(NO_ERROR_MESSAGE)
             return
-        if choice == "auto" and not self.session.offline:
-            try:
-                creds = self.session.credentials()
-            except SessionError:
-                pass
-            else:
-                self.out.text(f"Using Clarifai with the PAT from {creds.source}.")
-                return
-        address = self.session.go_offline()
-        self.out.text(
-            f"Offline mode on: answers now come from the built-in server at {address}. They are "
-            "SCRIPTED (the server echoes your question), not from a real model. "
-            "`%clarifai offline off` switches back."
-        )
+        # The code and traceback are sent as written: {braces} in them are not the user's.
+        options = ["--no-interpolate"]
+        if args.model:
+            options += ["-m", args.model]
+        if args.chat:
+            options += ["--chat", args.chat]
+        if args.no_history:
+            options.append("--no-history")
+        prompt = self.session.redactor().redact(explain_prompt(error))
+        self.ask(shlex.join(options), prompt)
 
     def cmd_models(self, rest: str) -> None:
         """List models (GET /models merged with the capability table)."""

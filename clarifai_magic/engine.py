@@ -177,6 +177,8 @@ class _Turn:
     def run(self, credentials: Credentials | None, redactor: Redactor) -> Transcript:
         self.redactor = redactor
         transcript = self.transcript
+        if self.options.request.format_hint:
+            self.sent.append({"role": "system", "content": self.options.request.format_hint})
         final: list[dict[str, Any]] = []
         try:
             final = self._rounds()

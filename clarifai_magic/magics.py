@@ -32,6 +32,7 @@ from .options import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_ROUNDS,
     DEFAULT_MAX_SIDE,
+    FORMAT_HINTS,
     Limits,
     OptionError,
     RequestOptions,
@@ -187,6 +188,7 @@ class ClarifaiMagics(Magics):
             namespace=lambda: self.shell.user_ns,
             set_aliases=self._set_aliases,
             ask=self._ask_line,
+            shell=self.shell,
         )
         help_command = Command("help", no_args, self.cmd_help, "options and commands")
         return {"help": help_command, **line_commands.table()}
@@ -259,10 +261,13 @@ class ClarifaiMagics(Magics):
         self._sync_settings()
         try:
             if cell is None:
-                word, _, rest = line.strip().partition(" ")
-                command = self.commands.get(word)
-                if command is not None and command.fits(rest.split()):
-                    command.run(rest.strip())
+                from .commands import route
+
+                routed = route(line, self.commands)
+                if isinstance(routed, UsageError):
+                    raise routed
+                if routed is not None:
+                    routed.run(line.strip()[len(routed.name) :].strip())
                     return
                 options, prompt = split_leading_options(self.clarifai.parser, line)
             else:
@@ -319,6 +324,7 @@ class ClarifaiMagics(Magics):
             response_format=response_format,
             response_format_fallback=fallback,
             extra=model_options(args.option),
+            format_hint=FORMAT_HINTS.get(args.format) if schema is None else None,
         )
         ask = Ask(
             content=self._content(prompt, args.image, args.model),

@@ -19,6 +19,12 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 DEFAULT_MAX_ROUNDS = 10
+FORMAT_HINTS = {
+    "json": "Answer with only one JSON value: no prose before or after it, no Markdown code "
+    "fences.",
+    "code": "Put the code in one fenced code block (```python ... ```); any explanation goes "
+    "outside it.",
+}
 DEFAULT_MAX_DISPLAY_CHARS = 400_000  # of one display's Markdown; longer is clipped with a note
 DEFAULT_MAX_SIDE = 1568  # pixels: larger images are downscaled before sending
 DEFAULT_MAX_BYTES = 50_000_000  # an image file or bytes larger than this is refused unread
@@ -110,6 +116,9 @@ class RequestOptions:
     response_format: dict[str, Any] | None = None
     # Appended as a system message if the server rejects ``response_format``.
     response_format_fallback: str | None = None
+    # How the answer should be laid out (-f json / -f code), said to the model with each request
+    # as a system message that is never stored (it belongs to this request, not the conversation).
+    format_hint: str | None = None
     # Other model options (-o KEY=VALUE: top_p, seed, stop, reasoning_effort, ...), passed on.
     extra: Mapping[str, Any] = field(default_factory=dict)
 

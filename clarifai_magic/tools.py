@@ -47,6 +47,11 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 class ToolDeclarationError(ValueError):
     """A function can't be used as a tool as declared; the message says how to fix it."""
 
+    def _render_traceback_(self) -> list[str]:
+        # Raised at `@tool` in the user's cell: the message says it all, the package's stack
+        # would only hide it.
+        return [f"{type(self).__name__}: {self}"]
+
 
 @dataclasses.dataclass
 class Tool:

@@ -13,7 +13,16 @@ from typing import Any
 
 import pytest
 
-from clarifai_magic.config import NO_PAT_MESSAGE, Secret, find_credentials, redact
+from clarifai_magic.config import (
+    MAGIC_CONTEXT,
+    NO_PAT_MESSAGE,
+    ConfigError,
+    Secret,
+    find_credentials,
+    forget_pat,
+    redact,
+    save_pat,
+)
 from clarifai_magic.confirm import MAX_SHOWN_CHARS, ButtonConfirm, _question
 from clarifai_magic.models import (
     ModelNameError,
@@ -173,6 +182,7 @@ def test_login_pat_replaces_the_others_and_no_pat_is_none(tmp_path: Path) -> Non
     creds = find_credentials({"CLARIFAI_PAT": "stale-env"}, missing, login_pat=Secret("typed"))
     assert creds.source == "%clarifai login" and creds.pat.reveal() == "typed"
     assert "CLARIFAI_PAT" in NO_PAT_MESSAGE and "%clarifai login" in NO_PAT_MESSAGE
+    assert "%clarifai offline on" in NO_PAT_MESSAGE  # a way to try it without an account
 
 
 def test_api_base_copied_with_the_openai_path_is_not_doubled() -> None:
@@ -181,6 +191,98 @@ def test_api_base_copied_with_the_openai_path_is_not_doubled() -> None:
         Path("/nonexistent"),
     )
     assert creds.base_url == "https://api.clarifai.com/v2/ext/openai/v1"
+
+
+@pytest.mark.parametrize(
+    ("api_base", "expected"),
+    [
+        ("api.clarifai.com", "https://api.clarifai.com/v2/ext/openai/v1"),
+        (" api.clarifai.com/ ", "https://api.clarifai.com/v2/ext/openai/v1"),
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000/v2/ext/openai/v1"),
+    ],
+)
+def test_api_base_without_a_scheme_means_https(api_base: str, expected: str) -> None:
+    creds = find_credentials(
+        {"CLARIFAI_PAT": "p", "CLARIFAI_API_BASE": api_base}, Path("/nonexistent")
+    )
+    assert creds.base_url == expected
+
+
+def read_yaml(path: Path) -> Any:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+CLI_CONFIG = (
+    "current_context: work\n"
+    "contexts:\n"
+    "  work:\n"
+    "    env:\n"
+    "      CLARIFAI_USER_ID: me\n"
+    "      CLARIFAI_PAT: cli-pat-1234\n"
+    "      CLARIFAI_API_BASE: https://work.example.test\n"
+)
+
+
+def test_a_saved_pat_keeps_the_cli_contexts_and_is_found_first(tmp_path: Path) -> None:
+    path = write_config(tmp_path, CLI_CONFIG)
+    before = read_yaml(path)
+    saved = save_pat(Secret("saved-pat-77"), "https://api.clarifai.com", path)
+    assert saved.context == MAGIC_CONTEXT and not saved.current
+    data = read_yaml(path)
+    assert data["current_context"] == "work"
+    assert data["contexts"]["work"] == before["contexts"]["work"]
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    creds = find_credentials({}, path)
+    assert creds.pat.reveal() == "saved-pat-77" and MAGIC_CONTEXT in creds.source
+    # The saved PAT goes to the host it was saved for, never to the CLI context's host.
+    assert creds.base_url == "https://api.clarifai.com/v2/ext/openai/v1"
+    assert find_credentials({"CLARIFAI_PAT": "env-pat"}, path).pat.reveal() == "env-pat"
+
+    save_pat(Secret("newer-pat-88"), "https://api.clarifai.com", path)
+    assert find_credentials({}, path).pat.reveal() == "newer-pat-88"
+    assert forget_pat(path) is True
+    assert read_yaml(path) == before
+    assert find_credentials({}, path).pat.reveal() == "cli-pat-1234"
+    assert forget_pat(path) is False
+
+
+def test_forgetting_a_current_saved_context_hands_current_back(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    assert save_pat(Secret("saved-pat-77"), "api.clarifai.com", path).current
+    assert read_yaml(path)["contexts"][MAGIC_CONTEXT]["env"]["CLARIFAI_API_BASE"] == (
+        "https://api.clarifai.com"
+    )
+    text = path.read_text().replace("contexts:\n", "contexts:\n  default:\n    env: {}\n", 1)
+    path.write_text(text)
+    assert forget_pat(path)
+    assert read_yaml(path) == {"current_context": "default", "contexts": {"default": {"env": {}}}}
+
+
+@pytest.mark.parametrize(
+    ("setup", "fragment"),
+    [
+        ("symlink", "symbolic link"),
+        ("not yaml", "not a Clarifai CLI config"),
+        ("a list", "not a Clarifai CLI config"),
+    ],
+)
+def test_a_config_that_cannot_be_kept_is_left_alone(
+    tmp_path: Path, setup: str, fragment: str
+) -> None:
+    path = tmp_path / "config"
+    if setup == "symlink":
+        target = write_config(tmp_path, CLI_CONFIG).rename(tmp_path / "dotfiles-config")
+        path.symlink_to(target)
+    else:
+        path.write_text("current_context: [unclosed" if setup == "not yaml" else "- a\n- b\n")
+    before = path.read_text()
+    with pytest.raises(ConfigError, match=fragment) as failure:
+        save_pat(Secret("never-shown-99"), "https://api.clarifai.com", path)
+    assert "never-shown-99" not in str(failure.value)
+    assert path.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
 
 
 def test_secret_never_shows_itself() -> None:

@@ -108,3 +108,10 @@ def test_saved_notebook_holds_the_final_answer_as_markdown(
     assert (
         server.chat_requests[-1].json["messages"][-1]["content"] == "Summarise [1, 2, 3, 4, 5, 6]."
     )
+
+
+def test_a_tool_without_type_hints_fails_its_cell_with_one_line(kernel: Kernel) -> None:
+    run = kernel.run("from clarifai_magic import tool\n@tool\ndef double(x):\n    return 2 * x")
+    traceback = run.error["traceback"]
+    assert len(traceback) == 1 and traceback[0].startswith("ToolDeclarationError: ")
+    assert "'x'" in traceback[0] and "type hint" in traceback[0]

@@ -398,8 +398,8 @@ def test_a_failed_request_does_not_leave_its_question_behind(
     shell: Any, server: OfflineServer
 ) -> None:
     server.enqueue(http_error(404), text("Here it is."))
-    run(shell, "%clarifai explain X")
-    run(shell, "%clarifai explain X")
+    run(shell, "%clarifai -- explain X")
+    run(shell, "%clarifai -- explain X")
     assert server.chat_requests[-1].json["messages"] == [{"role": "user", "content": "explain X"}]
 
 

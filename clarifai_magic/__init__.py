@@ -8,6 +8,7 @@ cancelled or the call timed out, so a long sync tool can stop early.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 __all__ = [
@@ -36,10 +37,28 @@ def load_ipython_extension(ipython: Any) -> None:
 
     magics = ClarifaiMagics(ipython)
     ipython.register_magics(magics)
-    ipython._clarifai_magics = magics  # the one piece of extension state, so unload can close it
+    # Conversations of a notebook nothing identifies belong to the kernel: the same key after
+    # `%reload_ext`, a fresh one in a fresh kernel.
+    kernel_key = getattr(ipython, "_clarifai_kernel_key", None) or magics.session.kernel_key
+    ipython._clarifai_kernel_key = magics.session.kernel_key = kernel_key
+    cells = _CellEvents(ipython, magics.session)
+    ipython.events.register("pre_run_cell", cells.pre_run_cell)
+    ipython.events.register("post_run_cell", cells.post_run_cell)
+    # The extension's state, so unload can close and unregister it.
+    ipython._clarifai_magics = magics
+    ipython._clarifai_cells = cells
 
 
 def unload_ipython_extension(ipython: Any) -> None:
+    cells = getattr(ipython, "_clarifai_cells", None)
+    if cells is not None:
+        for event, callback in (
+            ("pre_run_cell", cells.pre_run_cell),
+            ("post_run_cell", cells.post_run_cell),
+        ):
+            with contextlib.suppress(ValueError):  # already unregistered by hand
+                ipython.events.unregister(event, callback)
+        del ipython._clarifai_cells
     magics = getattr(ipython, "_clarifai_magics", None)
     if magics is not None:
         magics.session.close()
@@ -47,3 +66,37 @@ def unload_ipython_extension(ipython: Any) -> None:
     # IPython has no unregister: take the magic out by hand so no stale one lingers.
     for kind in ("line", "cell"):
         ipython.magics_manager.magics[kind].pop("clarifai", None)
+
+
+class _CellEvents:
+    """Tells the session which notebook cell runs: Jupyter front ends send its id (``cellId``)
+    and the ids of cells deleted since (``deletedCells``, JupyterLab) with every execution."""
+
+    def __init__(self, ipython: Any, session: Any) -> None:
+        self.ipython = ipython
+        self.session = session
+
+    def pre_run_cell(self, info: Any) -> None:
+        if hasattr(info, "cell_meta"):  # IPython >= 9 hands on the request's metadata
+            metadata = info.cell_meta if isinstance(info.cell_meta, dict) else {}
+        else:
+            metadata = self._request_metadata()
+        cell_id = getattr(info, "cell_id", None) or metadata.get("cellId")
+        deleted = metadata.get("deletedCells")
+        self.session.enter_cell(
+            cell_id if isinstance(cell_id, str) else None,
+            deleted if isinstance(deleted, list) else (),
+        )
+
+    def post_run_cell(self, result: Any) -> None:
+        self.session.leave_cell()
+
+    def _request_metadata(self) -> dict[str, Any]:
+        """The execute request's metadata, from the kernel (none in terminal IPython)."""
+        kernel = getattr(self.ipython, "kernel", None)
+        try:
+            parent = kernel.get_parent("shell") if kernel is not None else None
+        except Exception:  # an older ipykernel: no get_parent, or no channel argument
+            parent = getattr(kernel, "_parent_header", None)
+        metadata = parent.get("metadata") if isinstance(parent, dict) else None
+        return metadata if isinstance(metadata, dict) else {}

@@ -1,19 +1,24 @@
 """Which notebook a kernel serves, and which part of a conversation to send to the model.
 
-Pure helpers: :func:`notebook_key` names the notebook whose conversations the store keeps,
-:func:`trim` picks the newest turns that fit a context budget (trimming only what is sent, never
-what is stored), :func:`repair_tool_calls` drops tool calls and results that lost their partner
-(an interrupted turn), and :func:`approx_tokens` estimates a message's size at ~4 chars a token.
+Pure helpers: :func:`notebook_key` names the notebook whose conversations the store keeps (when
+something says which notebook this is), :func:`fit` and :func:`trim` pick the newest turns that
+fit a context budget (trimming only what is sent, never what is stored; :func:`history_budget`
+is the default budget), :func:`repair_tool_calls` drops tool calls and results that lost their
+partner (an interrupted turn), and :func:`approx_tokens` estimates a message's size at ~4 chars
+a token.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+# History sent with a question when the user set no budget: enough for a few dozen exchanges
+# of a notebook, little enough that a long notebook doesn't pay for its whole past every time.
+DEFAULT_MAX_HISTORY_TOKENS = 8_000
 CHARS_PER_TOKEN = 4
 # Role, separators and name that every message costs on top of its text.
 MESSAGE_OVERHEAD_TOKENS = 4
@@ -24,15 +29,19 @@ _IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
 _SYSTEM_ROLES = frozenset({"system", "developer"})
 
 
-def notebook_key(user_ns: Mapping[str, Any], environ: Mapping[str, str], cwd: str) -> str:
+def notebook_key(
+    user_ns: Mapping[str, Any], environ: Mapping[str, str], cwd: str | None = None
+) -> str | None:
     """Name the notebook this kernel runs, so its conversations outlive kernel restarts.
 
     In order: VS Code's ``__vsc_ipynb_file__`` (an absolute path); ipykernel's ``__session__``,
     which is Jupyter Server's ``JPY_SESSION_NAME``, the notebook's path relative to the server
     root, kept as given; the ``JPY_SESSION_NAME`` environment variable itself (set by Jupyter
-    Server, or by the caller of nbclient/papermill); otherwise, for scripts and terminal IPython,
-    ``"cwd:"`` and the real path of the working directory, so every session started in one
-    folder shares its conversations.
+    Server, or by the caller of nbclient/papermill). ``None`` when none of them says: a script,
+    terminal IPython, or a notebook run by nbclient/papermill without ``JPY_SESSION_NAME``. The
+    working directory is no answer (``cwd`` is ignored, kept for older callers): every notebook
+    of a folder would share one conversation. The session keeps such a kernel's conversations
+    to itself unless the user names the notebook (``Session.notebook_key``).
 
     A renamed or moved notebook gets a fresh key, so it starts with no conversations; the old
     ones stay in the store under the old key (listed by ``Store.notebooks()``) and can be copied
@@ -46,7 +55,21 @@ def notebook_key(user_ns: Mapping[str, Any], environ: Mapping[str, str], cwd: st
     ):
         if isinstance(value, str) and value.strip():
             return value.strip()
-    return "cwd:" + os.path.realpath(cwd)
+    return None
+
+
+def history_budget(setting: int | None, context_window: int | None = None) -> int | None:
+    """The token budget for history sent with a question; ``None``: no limit.
+
+    ``setting`` is the user's ``max_history_tokens``: a positive number is the budget, ``0`` (or
+    less) means no limit, and ``None`` the default, :data:`DEFAULT_MAX_HISTORY_TOKENS`, or a
+    quarter of the model's context window when that is known and larger.
+    """
+    if setting is not None:
+        return setting if setting > 0 else None
+    if context_window:
+        return max(DEFAULT_MAX_HISTORY_TOKENS, context_window // 4)
+    return DEFAULT_MAX_HISTORY_TOKENS
 
 
 def approx_tokens(message: Mapping[str, Any]) -> int:
@@ -111,12 +134,35 @@ def repair_tool_calls(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, A
     return out
 
 
+@dataclass(frozen=True)
+class Fitted:
+    """What :func:`fit` chose to send, and how much of the history that is."""
+
+    messages: list[dict[str, Any]]
+    history_sent: int  # messages before the newest turn that are sent (system ones not counted)
+    history_total: int  # such messages there were (after repair)
+
+    @property
+    def trimmed(self) -> bool:
+        return self.history_sent < self.history_total
+
+
 def trim(
     messages: Sequence[Mapping[str, Any]],
     *,
     max_messages: int | None = None,
     max_tokens: int | None = None,
 ) -> list[dict[str, Any]]:
+    """The newest part of a conversation that fits the budget, ready to send (see :func:`fit`)."""
+    return fit(messages, max_messages=max_messages, max_tokens=max_tokens).messages
+
+
+def fit(
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    max_messages: int | None = None,
+    max_tokens: int | None = None,
+) -> Fitted:
     """The newest part of a conversation that fits the budget, ready to send.
 
     System (and developer) messages always come first and are always kept; they count against
@@ -131,7 +177,7 @@ def trim(
     system = [m for m in repaired if m.get("role") in _SYSTEM_ROLES]
     turns = _turns([m for m in repaired if m.get("role") not in _SYSTEM_ROLES])
     if not turns:
-        return system
+        return Fitted(system, 0, 0)
     message_limit = math.inf if max_messages is None else max_messages
     token_limit = math.inf if max_tokens is None else max_tokens
     kept = [turns[-1]]
@@ -141,7 +187,9 @@ def trim(
         if sent > message_limit or tokens > token_limit:
             break
         kept.append(turn)
-    return system + [m for turn in reversed(kept) for m in turn]
+    history = sum(len(turn) for turn in turns[:-1])
+    sent = sum(len(turn) for turn in kept[1:])
+    return Fitted(system + [m for turn in reversed(kept) for m in turn], sent, history)
 
 
 def _tokens(messages: list[dict[str, Any]]) -> int:

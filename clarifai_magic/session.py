@@ -4,7 +4,9 @@ This is the one place that turns "ask this, in this conversation, with these opt
 it builds the messages from the stored conversation, commits the user message before the request
 goes out, runs the turn through the engine and commits what came back. The ``%%clarifai`` magic
 (and any other view) parses its input into an :class:`Ask` and calls :meth:`Session.ask`. No
-IPython here: the user namespace and the notebook key are handed in.
+IPython here: the user namespace and the notebook key are handed in, and the extension tells the
+session which notebook cell is running (:meth:`Session.enter_cell`), so that a question asked
+from a cell that asked before takes the place of that cell's earlier exchange.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import contextlib
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .client import DEFAULT_MAX_RETRIES
 from .config import NO_PAT_MESSAGE, Credentials, Redactor, Secret, find_credentials
+from .failures import StoreError
 from .models import DEFAULT_MODEL, capabilities, resolve_model
 from .options import Limits, RequestOptions
 
@@ -26,7 +30,8 @@ if TYPE_CHECKING:
     import openai
 
     from .engine import ConfirmCallback, Transcript, TurnView
-    from .store import Conversation, Store
+    from .history import Fitted
+    from .store import Context, Conversation, Store
     from .tools import Tool, ToolRunner
 
 MAIN_CHAT = "main"
@@ -48,11 +53,22 @@ class Ask:
     tools: Mapping[str, Tool] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class CellInfo:
+    """The notebook cell running now (its id, from the front end) and which execution of it."""
+
+    id: str
+    run: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
 @dataclass
 class Settings:
     default_model: str = ""
     max_history: int | None = None
+    # None: the default budget (history.history_budget); 0: no limit.
     max_history_tokens: int | None = None
+    # The user's name for this notebook, over whatever the front end says (or doesn't).
+    notebook_name: str | None = None
     max_retries: int = DEFAULT_MAX_RETRIES
     max_tool_result_chars: int | None = None
     aliases: dict[str, str] = field(default_factory=dict)
@@ -65,12 +81,20 @@ class Settings:
 class Session:
     def __init__(
         self,
-        notebook_key: Callable[[], str],
+        notebook_key: Callable[[], str | None],
         settings: Settings | None = None,
         environ: Mapping[str, str] | None = None,
         store_path: str | None = None,
     ) -> None:
-        self.notebook_key = notebook_key
+        self._find_notebook = notebook_key
+        # The conversations of a notebook nothing identifies stay with this kernel.
+        self.kernel_key = f"kernel:{uuid.uuid4().hex[:12]}"
+        self._told_where = False
+        self._notices: list[str] = []  # for the user, once each: see pop_store_notice
+        # Per thread: a chat panel asks from a worker thread while the main one runs cells.
+        self._running = threading.local()
+        self._deleted: set[str] = set()  # deleted cells whose exchanges are still sent
+        self._lock = threading.Lock()
         self.settings = settings or Settings()
         self.environ = environ
         self.login_pat: Secret | None = None
@@ -134,8 +158,70 @@ class Session:
             self._offline = None
 
     def pop_store_notice(self) -> str | None:
-        """A one-time warning from the store (e.g. a corrupt database was moved aside)."""
-        return self._store.pop_notice() if self._store is not None else None
+        """One-time notices: from the store (e.g. a corrupt database was moved aside), and
+        where the conversations of a notebook nothing identifies are kept."""
+        with self._lock:
+            notices, self._notices = self._notices, []
+        if self._store is not None:
+            notices.append(self._store.pop_notice() or "")
+        return "\n\n".join(n for n in notices if n) or None
+
+    # -- which notebook, which cell -------------------------------------------------------
+    def notebook_key(self) -> str:
+        """The key the store files this notebook's conversations under.
+
+        The user's name for it (``Settings.notebook_name``) if given, else what the front end
+        says, else this kernel's own key: then the conversations last as long as the kernel, and
+        the user is told once where they are and how to name the notebook.
+        """
+        name = (self.settings.notebook_name or "").strip()
+        if name:
+            return name
+        found = self._find_notebook()
+        if found:
+            return found
+        with self._lock:
+            if not self._told_where:
+                self._told_where = True
+                self._notices.append(
+                    "Nothing says which notebook this is (no JPY_SESSION_NAME, as when nbclient"
+                    " or papermill runs it), so its conversations are kept for this kernel only,"
+                    f" as {self.kernel_key}. To keep them across runs, name the notebook:"
+                    ' %config ClarifaiMagics.notebook = "report"'
+                )
+        return self.kernel_key
+
+    @property
+    def cell(self) -> CellInfo | None:
+        """The notebook cell this thread is running, if the front end named it."""
+        cells = getattr(self._running, "cells", None)
+        return cells[-1] if cells else None
+
+    def enter_cell(self, cell_id: str | None, deleted: Sequence[str] = ()) -> None:
+        """A cell starts (a new execution, even of the same cell); ``deleted``: ids of cells
+        removed from the notebook since, whose exchanges are no longer sent."""
+        if not hasattr(self._running, "cells"):
+            self._running.cells = []
+        # A stack: code in a cell may run a cell of its own (`run_cell`), which ends first.
+        self._running.cells.append(CellInfo(cell_id) if cell_id else None)
+        if deleted:
+            with self._lock:
+                self._deleted.update(d for d in deleted if isinstance(d, str) and d)
+
+    def leave_cell(self) -> None:
+        cells = getattr(self._running, "cells", None)
+        if cells:
+            cells.pop()
+
+    def _hide_deleted_cells(self) -> None:
+        with self._lock:
+            deleted, self._deleted = sorted(self._deleted), set()
+        try:
+            self.store.hide_cells(self.notebook_key(), deleted)
+        except BaseException:
+            with self._lock:
+                self._deleted.update(deleted)  # not lost: tried again with the next question
+            raise
 
     def secrets(self, creds: Credentials | None = None) -> list[Secret]:
         """The PAT (given or found) and the values of ``secret_env_vars``."""
@@ -181,11 +267,29 @@ class Session:
         return resolve_model(chosen, self.settings.aliases)
 
     def conversation(self, name: str = MAIN_CHAT, *, create: bool = True) -> Conversation | None:
+        if self._deleted:
+            # A store that can't take it now is tried again with the next question.
+            with contextlib.suppress(StoreError):
+                self._hide_deleted_cells()
         return self.store.conversation(self.notebook_key(), name, create=create)
 
+    def history_budget(self, model: str | None = None) -> int | None:
+        """Tokens of history sent with a question to ``model`` (None: no limit)."""
+        from .history import history_budget
+
+        caps = capabilities(self.resolve_model(model))
+        window = getattr(caps, "context_window", None)  # not in Clarifai's table (yet)
+        return history_budget(self.settings.max_history_tokens, window)
+
     # -- asking ---------------------------------------------------------------------------
-    def build_messages(self, ask: Ask, conv: Conversation | None) -> list[dict[str, Any]]:
-        from .history import trim
+    def build_messages(
+        self, ask: Ask, conv: Conversation | None, context: Context | None = None
+    ) -> list[dict[str, Any]]:
+        """The messages to send for ``ask``: system prompt, history that fits, the question."""
+        return self._fit(ask, conv, context).messages
+
+    def _fit(self, ask: Ask, conv: Conversation | None, context: Context | None) -> Fitted:
+        from .history import fit
 
         messages: list[dict[str, Any]] = []
         system = ask.request.system
@@ -194,12 +298,27 @@ class Session:
         if system:
             messages.append({"role": "system", "content": system})
         if conv is not None:
-            messages.extend(m.message for m in self.store.messages(conv))
+            context = context or self.store.context(conv)
+            messages.extend(m.message for m in context.messages)
         messages.append({"role": "user", "content": ask.content})
-        return trim(
+        return fit(
             messages,
             max_messages=self.settings.max_history,
-            max_tokens=self.settings.max_history_tokens,
+            max_tokens=self.history_budget(ask.request.model),
+        )
+
+    def _trim_notice(self, fitted: Fitted, model: str | None) -> str | None:
+        if not fitted.trimmed:
+            return None
+        budget, most = self.history_budget(model), self.settings.max_history
+        limits = [f"history budget {budget:,} tokens"] if budget is not None else []
+        settings = ["max_history_tokens"] if budget is not None else []
+        if most is not None:
+            limits.insert(0, f"at most {most} messages")
+            settings.insert(0, "max_history")
+        return (
+            f"Sent the last {fitted.history_sent} of {fitted.history_total} messages"
+            f" ({', '.join(limits)}; %config ClarifaiMagics.{' / '.join(settings)})."
         )
 
     def ask(
@@ -217,7 +336,9 @@ class Session:
         redactor = self.redactor(creds)
         ask.content = _redact_content(ask.content, redactor)
         caps = capabilities(model)
-        conv = None
+        conv = context = None
+        cell_id, run = (self.cell.id, self.cell.run) if self.cell else (None, None)
+        notices: list[str] = []  # shown with the turn, as they arise
         if ask.use_history:
             conv = self.conversation(ask.chat)
             assert conv is not None
@@ -226,10 +347,15 @@ class Session:
             system = ask.request.system
             if system is not None and system != conv.system_prompt:
                 self.store.set_system_prompt(conv, system)
-        messages = self.build_messages(ask, conv)
+            context = self.store.context(conv, cell=cell_id, run=run)
+        fitted = self._fit(ask, conv, context)
+        messages = fitted.messages
+        notices.extend(filter(None, [self._trim_notice(fitted, ask.request.model)]))
         # The question is committed before the request goes out; its answer joins the same
         # exchange, so another kernel writing meanwhile can't come between them.
-        exchange = self.store.append(conv, [messages[-1]], model=model) if conv else None
+        exchange = None
+        if conv is not None:
+            exchange = self.store.append(conv, messages[-1:], model=model, cell=cell_id, run=run)
 
         saved: list[bool] = []  # one True per write that landed, one False if one failed
 
@@ -237,6 +363,7 @@ class Session:
             if conv is not None:
                 counts = (usage.prompt_tokens, usage.completion_tokens) if usage else None
                 try:
+                    # The first answer stored takes the place of the cell's earlier exchange.
                     self.store.append(
                         conv, new, exchange=exchange, partial=partial, model=model, usage=counts
                     )
@@ -244,6 +371,9 @@ class Session:
                     saved.append(False)
                     raise
                 saved.append(True)
+                if context is not None and context.replaces and len(saved) == 1:
+                    what = "exchange" if context.replaces == 1 else "exchanges"
+                    notices.append(f"Replaced this cell's earlier {what} in {conv.name!r}.")
 
         from .engine import TurnOptions, run_turn
 
@@ -260,7 +390,7 @@ class Session:
             client,
             messages,
             options,
-            view_factory(),
+            _WithNotices(view_factory(), notices),
             credentials=creds,
             runner=self.runner,
             confirm=confirm,
@@ -285,6 +415,21 @@ class Session:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+class _WithNotices:
+    """A view that also shows the session's notices for this turn (history trimmed, a cell's
+    earlier exchange replaced), added to the transcript as they arise."""
+
+    def __init__(self, view: TurnView, notices: list[str]) -> None:
+        self.view = view
+        self.notices = notices
+
+    def show(self, transcript: Transcript, *, final: bool = False, force: bool = False) -> None:
+        for notice in self.notices:
+            if notice not in transcript.notices:
+                transcript.notices.append(notice)
+        self.view.show(transcript, final=final, force=force)
 
 
 def _redact_content(content: Any, redactor: Redactor) -> Any:

@@ -1,16 +1,19 @@
 """Conversations kept in SQLite, per notebook, safe across kernel restarts, crashes and kernels.
 
-This module is the :class:`Store` API and its records. One database file per user, in WAL mode,
-its tables built by the numbered :data:`MIGRATIONS` (:mod:`.store_schema`). Only chat messages,
-system prompts, model names and token counts are stored: never headers or credentials.
+This module is the :class:`Store` API; its records and row-level SQL are :mod:`.store_rows`. One
+database file per user, in WAL mode, its tables built by the numbered :data:`MIGRATIONS`
+(:mod:`.store_schema`). Only chat messages, system prompts, model names and token counts are
+stored: never headers or credentials.
 
 A user message is committed before its request goes out; its answer joins that message's
-*exchange* (partial if interrupted or failed), and messages are ordered by exchange, so two kernels
-answering in one conversation never interleave. Every write is one transaction that rolls back on
-any exception, an interrupt included. Where the file lives and how it is opened safely (links
-refused, read-only fallback, corrupt-file recovery) is :mod:`.store_file`; waiting for another
-kernel, interrupts and the errors users see are :mod:`.store_connection`; SQLite itself is
-:mod:`.store_sqlite`.
+*exchange* (partial if interrupted or failed), and messages are read exchange by exchange, so two
+kernels answering in one conversation never interleave. An exchange may carry the notebook cell it
+came from (and which execution of it): a later execution of that cell takes the earlier one's
+place, and the earlier one goes once the new answer is stored (see :meth:`Store.context`). Every
+write is one transaction that rolls back on any exception, an interrupt included. Where the file
+lives and how it is opened safely (links refused, read-only fallback, corrupt-file recovery) is
+:mod:`.store_file`; waiting for another kernel, interrupts and the errors users see are
+:mod:`.store_connection`; SQLite itself is :mod:`.store_sqlite`.
 """
 
 from __future__ import annotations
@@ -20,13 +23,28 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .failures import StoreError, StoreInterrupted
 from .store_connection import StoreConnection
 from .store_file import StoreFile, default_path
+from .store_rows import (
+    ORDER,
+    ChatSummary,
+    Context,
+    Conversation,
+    NotebookSummary,
+    StoredMessage,
+    UsageRow,
+    cell_slot,
+    conversation_id,
+    copy_messages,
+    exchange_info,
+    insert_message,
+    select_messages,
+    touch,
+)
 from .store_schema import MIGRATIONS
 from .store_sqlite import transaction
 
@@ -34,6 +52,7 @@ __all__ = [
     "BUSY_TIMEOUT_S",
     "MIGRATIONS",
     "ChatSummary",
+    "Context",
     "Conversation",
     "NotebookSummary",
     "Store",
@@ -50,60 +69,6 @@ BUSY_TIMEOUT_S = 10.0
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 
 _T = TypeVar("_T")
-
-
-@dataclass
-class Conversation:
-    """A named conversation of one notebook; the store looks it up by (notebook_key, name)."""
-
-    notebook_key: str
-    name: str
-    system_prompt: str | None = None
-    model: str | None = None  # the model of the latest answer stored
-
-
-@dataclass
-class StoredMessage:
-    message: dict[str, Any]  # an OpenAI chat message, as given to Store.append
-    partial: bool
-    created: float
-    model: str | None
-    prompt_tokens: int | None
-    completion_tokens: int | None
-
-
-@dataclass
-class ChatSummary:
-    name: str
-    message_count: int
-    last_used: float
-    system_prompt: str | None
-    model: str | None
-
-
-@dataclass
-class UsageRow:
-    conversation: str
-    model: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    responses: int
-
-
-@dataclass
-class NotebookSummary:
-    notebook_key: str
-    conversation_count: int
-    message_count: int
-    last_used: float
-
-
-# The columns after (conversation_id, exchange), in the order _insert_message takes them.
-_MESSAGE_FIELDS = "role, message, partial, created, model, prompt_tokens, completion_tokens"
-_INSERT_MESSAGE = (
-    f"INSERT INTO messages (conversation_id, exchange, {_MESSAGE_FIELDS})"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 
 
 class Store:
@@ -135,9 +100,9 @@ class Store:
 
         def op(db: sqlite3.Connection) -> Conversation | None:
             conv = Conversation(notebook_key, name)
-            if create and _conversation_id(db, conv, create=False) is None:
+            if create and conversation_id(db, conv, create=False) is None:
                 with transaction(db):
-                    _conversation_id(db, conv)  # unless another kernel just made it
+                    conversation_id(db, conv)  # unless another kernel just made it
             row = db.execute(
                 "SELECT system_prompt, model FROM conversations WHERE notebook_key=? AND name=?",
                 (notebook_key, name),
@@ -152,7 +117,7 @@ class Store:
     def set_system_prompt(self, conv: Conversation, prompt: str | None) -> None:
         """Give the conversation a system prompt (``None`` removes it); it is kept with it."""
         self._conn.run(
-            lambda db: _touch(db, _conversation_id(db, conv), system_prompt=prompt), write=True
+            lambda db: touch(db, conversation_id(db, conv), system_prompt=prompt), write=True
         )
         conv.system_prompt = prompt
 
@@ -165,6 +130,8 @@ class Store:
         partial: bool = False,
         model: str | None = None,
         usage: tuple[int | None, int | None] | None = None,
+        cell: str | None = None,
+        run: str | None = None,
     ) -> int:
         """Store messages in one transaction and return the id of the exchange they belong to.
 
@@ -176,6 +143,10 @@ class Store:
         the exchange's partial messages, so an answer can be saved while it streams.
         ``usage`` is (prompt_tokens, completion_tokens) for the request, recorded on the last
         assistant message and in the conversation's token account.
+
+        ``cell`` and ``run`` (a new exchange only) name the notebook cell and which execution
+        of it asked: the exchange goes where :meth:`context` says, and once an answer joins it,
+        the exchanges of the cell's other executions are deleted (it has replaced them).
         """
         if not messages:
             raise ValueError("append() needs at least one message.")
@@ -192,17 +163,28 @@ class Store:
                 raise ValueError(f"Cannot store a {role} message as JSON: {error}") from error
             tokens = (prompt_tokens, completion_tokens) if i == last_answer else (None, None)
             rows.append((role, text, tokens))
+        if cell is None:
+            run = None
 
         def op(db: sqlite3.Connection) -> int:
-            cid, now, ex = _conversation_id(db, conv), time.time(), exchange
-            if ex is None or _exchange_alive(db, cid, ex):
-                if ex is not None:  # the answer replaces the exchange's checkpoint
+            cid, now, ex = conversation_id(db, conv), time.time(), exchange
+            found = (cell_slot(db, cid, cell, run)[0], cell, run, 0) if ex is None else None
+            if ex is not None and (found := exchange_info(db, cid, ex)) is not None:
+                # The answer replaces the exchange's checkpoint, and its cell's other runs.
+                db.execute(
+                    "DELETE FROM messages WHERE conversation_id=? AND exchange=? AND partial",
+                    (cid, ex),
+                )
+                if found[1] is not None:
                     db.execute(
-                        "DELETE FROM messages WHERE conversation_id=? AND exchange=? AND partial",
-                        (cid, ex),
+                        "DELETE FROM messages WHERE conversation_id=? AND cell=? AND run IS NOT ?",
+                        (cid, found[1], found[2]),
                     )
+            if found is not None:
+                place, *marks = found
                 for role, text, tokens in rows:
-                    ex = _insert_message(db, cid, ex, (role, text, partial, now, model, *tokens))
+                    fields = (role, text, partial, now, model, *tokens, *marks)
+                    ex, place = insert_message(db, cid, ex, place, fields)
             # else reset or undone meanwhile: the answer goes, the bill stays
             if prompt_tokens is not None or completion_tokens is not None:
                 db.execute(
@@ -210,7 +192,7 @@ class Store:
                     " completion_tokens, created) VALUES (?, ?, ?, ?, ?)",
                     (cid, model, prompt_tokens, completion_tokens, now),
                 )
-            _touch(db, cid, **({} if model is None else {"model": model}))
+            touch(db, cid, **({} if model is None else {"model": model}))
             assert ex is not None  # rows is never empty
             return ex
 
@@ -220,21 +202,45 @@ class Store:
         return ex
 
     def messages(self, conv: Conversation) -> list[StoredMessage]:
-        """The conversation's messages, in order (each exchange's messages together)."""
+        """The conversation's messages, in order (each exchange's messages together), those of
+        deleted cells included (marked ``hidden``)."""
+        return self._conn.run(lambda db: select_messages(db, conv, "", ()))
 
-        def op(db: sqlite3.Connection) -> list[StoredMessage]:
-            cid = _conversation_id(db, conv, create=False)
-            if cid is None:
-                return []
-            rows = db.execute(
-                "SELECT message, partial, created, model, prompt_tokens, completion_tokens"
-                " FROM messages WHERE conversation_id=? ORDER BY exchange, id",
-                (cid,),
-            ).fetchall()
-            loads = json.loads
-            return [StoredMessage(loads(r[0]), bool(r[1]), *r[2:]) for r in rows]
+    def context(
+        self, conv: Conversation, *, cell: str | None = None, run: str | None = None
+    ) -> Context:
+        """What a new question from execution ``run`` of notebook cell ``cell`` follows.
+
+        Without a cell, or from a cell that has not asked here before, the question goes at the
+        end, after everything. A later execution of a cell goes where the cell's earlier
+        exchanges stand, after only what came before them (as if the conversation were replayed
+        up to that cell); a second question of the same execution goes right after the first.
+        Exchanges of deleted cells are never part of it.
+        """
+
+        def op(db: sqlite3.Connection) -> Context:
+            cid = conversation_id(db, conv, create=False)
+            place, upto, replaces = cell_slot(db, cid, cell, run)
+            if place is None:
+                return Context(select_messages(db, conv, "AND NOT hidden", ()), replaces)
+            before = "AND NOT hidden AND (place < ? OR (place = ? AND exchange <= ?))"
+            return Context(select_messages(db, conv, before, (place, place, upto)), replaces)
 
         return self._conn.run(op)
+
+    def hide_cells(self, notebook_key: str, cells: Sequence[str]) -> int:
+        """Stop sending the exchanges of these (deleted) cells in any of the notebook's
+        conversations; they stay in the history. Returns how many messages that touched."""
+        if not cells:
+            return 0
+        marks = ", ".join("?" * len(cells))
+        sql = (
+            f"UPDATE messages SET hidden=1 WHERE NOT hidden AND cell IN ({marks}) AND"
+            " conversation_id IN (SELECT id FROM conversations WHERE notebook_key=?)"
+        )
+        return self._conn.run(
+            lambda db: db.execute(sql, (*cells, notebook_key)).rowcount, write=True
+        )
 
     def reset(self, conv: Conversation) -> int:
         """Forget the conversation's messages (its system prompt stays); returns how many."""
@@ -243,8 +249,8 @@ class Store:
     def undo(self, conv: Conversation) -> int:
         """Drop the last exchange: the last user message and everything after it."""
         last = (
-            "(exchange, id) >= (SELECT exchange, id FROM messages WHERE conversation_id=:cid"
-            " AND role='user' ORDER BY exchange DESC, id DESC LIMIT 1)"
+            f"({ORDER}) >= (SELECT {ORDER} FROM messages WHERE conversation_id=:cid"
+            " AND role='user' ORDER BY place DESC, exchange DESC, id DESC LIMIT 1)"
         )
         return self._delete(conv, last, {})
 
@@ -260,13 +266,13 @@ class Store:
         """Delete the conversation's messages matching ``where`` (all if empty); how many went."""
 
         def op(db: sqlite3.Connection) -> int:
-            cid = _conversation_id(db, conv, create=False)
+            cid = conversation_id(db, conv, create=False)
             if cid is None:
                 return 0
             sql = "DELETE FROM messages WHERE conversation_id=:cid"
             n = db.execute(f"{sql} AND {where}" if where else sql, {**params, "cid": cid})
             if n.rowcount:
-                _touch(db, cid)
+                touch(db, cid)
             return n.rowcount
 
         return self._conn.run(op, write=True)
@@ -285,13 +291,13 @@ class Store:
         target_key = conv.notebook_key if notebook_key is None else notebook_key
 
         def op(db: sqlite3.Connection) -> Conversation:
-            src = _conversation_id(db, conv, create=False)
+            src = conversation_id(db, conv, create=False)
             target = Conversation(target_key, new_name, conv.system_prompt, conv.model)
             if src is not None:
                 target.system_prompt, target.model = db.execute(
                     "SELECT system_prompt, model FROM conversations WHERE id=?", (src,)
                 ).fetchone()
-            dst = _conversation_id(db, target)
+            dst = conversation_id(db, target)
             if (
                 src == dst
                 or db.execute(
@@ -302,9 +308,9 @@ class Store:
                     f"A conversation named {new_name!r} already exists: pick another name,"
                     " or reset that one first."
                 )
-            _touch(db, dst, system_prompt=target.system_prompt, model=target.model)
+            touch(db, dst, system_prompt=target.system_prompt, model=target.model)
             if src is not None:
-                _copy_messages(db, src, dst)
+                copy_messages(db, src, dst)
             return target
 
         return self._conn.run(op, write=True)
@@ -359,62 +365,3 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _conversation_id(
-    db: sqlite3.Connection, conv: Conversation, *, create: bool = True
-) -> int | None:
-    row = db.execute(
-        "SELECT id FROM conversations WHERE notebook_key=? AND name=?",
-        (conv.notebook_key, conv.name),
-    ).fetchone()
-    if row is not None or not create:
-        return None if row is None else row[0]
-    # New, or missing after a fresh start (corruption): create it from what the caller holds.
-    now = time.time()
-    return db.execute(
-        "INSERT INTO conversations (notebook_key, name, system_prompt, model, created, updated)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (conv.notebook_key, conv.name, conv.system_prompt, conv.model, now, now),
-    ).lastrowid
-
-
-def _touch(db: sqlite3.Connection, cid: int | None, **columns: Any) -> None:
-    """Set ``columns`` of conversation ``cid`` (names from this module only) and mark it used."""
-    assignments = "".join(f"{name}=?, " for name in columns)
-    db.execute(
-        f"UPDATE conversations SET {assignments}updated=? WHERE id=?",
-        (*columns.values(), time.time(), cid),
-    )
-
-
-def _exchange_alive(db: sqlite3.Connection, cid: int | None, exchange: int) -> bool:
-    row = db.execute(
-        "SELECT 1 FROM messages WHERE conversation_id=? AND exchange=? LIMIT 1", (cid, exchange)
-    ).fetchone()
-    return row is not None
-
-
-def _insert_message(
-    db: sqlite3.Connection, cid: int | None, exchange: int | None, fields: Sequence[Any]
-) -> int:
-    """Insert one message (``_MESSAGE_FIELDS``) into ``exchange``, or into a new exchange named
-    after it when ``exchange`` is None (known only once inserted); return the exchange."""
-    cur = db.execute(_INSERT_MESSAGE, (cid, exchange or 0, *fields))
-    if exchange is None:
-        exchange = cur.lastrowid
-        db.execute("UPDATE messages SET exchange=? WHERE id=?", (exchange, exchange))
-    assert exchange is not None
-    return exchange
-
-
-def _copy_messages(db: sqlite3.Connection, src: int, dst: int) -> None:
-    """Copy conversation ``src``'s messages to ``dst``, each exchange to a new one."""
-    exchanges: dict[int, int] = {}
-    rows = db.execute(
-        f"SELECT exchange, {_MESSAGE_FIELDS} FROM messages WHERE conversation_id=?"
-        " ORDER BY exchange, id",
-        (src,),
-    ).fetchall()
-    for exchange, *fields in rows:
-        exchanges[exchange] = _insert_message(db, dst, exchanges.get(exchange), fields)

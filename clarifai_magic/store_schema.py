@@ -54,4 +54,21 @@ def m001_initial(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX usage_conversation ON usage (conversation_id)")
 
 
-MIGRATIONS: tuple[Migration, ...] = (m001_initial,)
+def m002_cells(db: sqlite3.Connection) -> None:
+    """Exchanges remember the notebook cell they came from, so re-running a cell replaces its
+    exchange where it stands instead of appending another one."""
+    # `cell` and `run` (which execution of the cell) are the same on every message of an
+    # exchange; NULL for exchanges without a cell (terminal, panel, before this migration).
+    db.execute("ALTER TABLE messages ADD COLUMN cell TEXT")
+    db.execute("ALTER TABLE messages ADD COLUMN run TEXT")
+    # Where the exchange stands: its own id, or the place of the exchange it replaced.
+    # Conversations are read in (place, exchange, id) order.
+    db.execute("ALTER TABLE messages ADD COLUMN place INTEGER NOT NULL DEFAULT 0")
+    db.execute("UPDATE messages SET place = exchange")
+    # Its cell was deleted from the notebook: kept for the history, no longer sent.
+    db.execute("ALTER TABLE messages ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX messages_place ON messages (conversation_id, place, exchange, id)")
+    db.execute("CREATE INDEX messages_cell ON messages (conversation_id, cell)")
+
+
+MIGRATIONS: tuple[Migration, ...] = (m001_initial, m002_cells)

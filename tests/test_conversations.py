@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from clarifai_magic.history import DEFAULT_MAX_HISTORY_TOKENS, approx_tokens
 from clarifai_magic.store import Store
 from clarifai_magic.testing import OfflineServer, text
 
@@ -99,6 +100,29 @@ def test_history_budget_trims_what_is_sent_not_what_is_stored(
     history = everything(run(shell, "%clarifai history"))
     assert "q0" in history and "a4" in history
     run(shell, "%config ClarifaiMagics.max_history = None")
+
+
+def test_a_long_conversation_sends_the_default_budget_and_says_so(
+    shell: Any, server: OfflineServer
+) -> None:
+    page = "word " * 1600  # about 2,000 tokens
+    for i in range(5):
+        ask(shell, server, f"%%clarifai\nq{i} {page}", f"a{i}")
+    out = ask(shell, server, "%%clarifai\nAnd now?", "ok")
+    sent = sent_messages(server)
+    assert sent[-1]["content"] == "And now?" and sent[0]["content"].startswith("q2 ")
+    assert sum(approx_tokens(m) for m in sent) <= DEFAULT_MAX_HISTORY_TOKENS
+    notice = f"Sent the last {len(sent) - 1} of 10 messages (history budget 8,000 tokens"
+    assert notice in final_markdown(out)
+    assert "max_history_tokens" in final_markdown(out).replace("\\", "")
+
+    run(shell, "%config ClarifaiMagics.max_history_tokens = 0")  # no limit
+    try:
+        out = ask(shell, server, "%%clarifai\nEverything?", "all")
+        assert len(sent_messages(server)) == 13
+        assert "Sent the last" not in final_markdown(out)
+    finally:
+        run(shell, "%config ClarifaiMagics.max_history_tokens = None")
 
 
 def test_interrupted_or_failed_answer_is_stored_as_partial(

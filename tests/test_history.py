@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
 
 import pytest
 
 from clarifai_magic.history import (
+    DEFAULT_MAX_HISTORY_TOKENS,
     IMAGE_TOKENS,
     approx_tokens,
+    fit,
+    history_budget,
     notebook_key,
     repair_tool_calls,
     trim,
 )
+from clarifai_magic.session import Session, Settings
 
 # -- notebook_key ----------------------------------------------------------------------------
 
@@ -42,15 +45,31 @@ def test_blank_values_are_ignored() -> None:
     assert notebook_key(ns, {"JPY_SESSION_NAME": "nb.ipynb"}, "/x") == "nb.ipynb"
 
 
-def test_scripts_share_a_key_per_real_working_directory(tmp_path) -> None:
-    real = tmp_path / "project"
-    real.mkdir()
-    link = tmp_path / "link"
-    link.symlink_to(real)
-    key = notebook_key({}, {}, str(real))
-    assert key == "cwd:" + os.path.realpath(real)
-    assert notebook_key({}, {}, str(link)) == key
-    assert notebook_key({}, {}, str(tmp_path)) != key
+def test_nothing_identifies_a_script_or_an_unnamed_nbclient_run(tmp_path) -> None:
+    # The working directory is no answer: every notebook of a folder would share it.
+    assert notebook_key({}, {}, str(tmp_path)) is None
+    assert notebook_key({"__session__": ""}, {"JPY_SESSION_NAME": " "}) is None
+
+
+def test_an_unidentified_notebook_keeps_its_conversations_to_its_kernel() -> None:
+    first, second = Session(lambda: None), Session(lambda: None)
+    assert first.notebook_key().startswith("kernel:")
+    assert first.notebook_key() == first.notebook_key() != second.notebook_key()
+    notice = first.pop_store_notice()
+    assert notice is not None
+    assert first.kernel_key in notice and "%config ClarifaiMagics.notebook" in notice
+    first.notebook_key()
+    assert first.pop_store_notice() is None  # said once
+
+
+def test_the_users_name_for_the_notebook_wins() -> None:
+    session = Session(lambda: "draft.ipynb")
+    assert session.notebook_key() == "draft.ipynb"
+    session.settings.notebook_name = " report "
+    assert session.notebook_key() == "report"
+    unnamed = Session(lambda: None, settings=Settings(notebook_name="report"))
+    assert unnamed.notebook_key() == "report"
+    assert unnamed.pop_store_notice() is None  # named: nothing to tell
 
 
 # -- approx_tokens ---------------------------------------------------------------------------
@@ -163,6 +182,23 @@ def test_newest_turn_is_sent_even_over_budget() -> None:
     conv = _conversation(turns=2) + [{"role": "user", "content": "z" * 10_000}]
     out = trim(conv, max_tokens=50, max_messages=0)
     assert out == [conv[0], conv[-1]]
+
+
+def test_fit_says_how_much_of_the_history_it_sent() -> None:
+    conv = _conversation(turns=4) + [{"role": "user", "content": "next"}]
+    fitted = fit(conv, max_messages=3)
+    assert fitted.messages == trim(conv, max_messages=3) == [conv[0], *conv[-3:]]
+    assert (fitted.history_sent, fitted.history_total, fitted.trimmed) == (2, 8, True)
+    whole = fit(conv)
+    assert (whole.history_sent, whole.history_total, whole.trimmed) == (8, 8, False)
+
+
+def test_the_default_history_budget_and_how_to_lift_it() -> None:
+    assert history_budget(None) == DEFAULT_MAX_HISTORY_TOKENS == 8_000
+    assert history_budget(None, context_window=128_000) == 32_000  # sized to a known model
+    assert history_budget(None, context_window=8_192) == DEFAULT_MAX_HISTORY_TOKENS
+    assert history_budget(2_000) == 2_000
+    assert history_budget(0) is None  # 0: no limit
 
 
 def test_trimming_random_conversations_keeps_them_sendable() -> None:

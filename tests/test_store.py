@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -271,6 +272,117 @@ def test_renamed_notebook_can_take_its_conversations_along(store: Store) -> None
     assert [n.notebook_key for n in store.notebooks()] == ["old name.ipynb"]
     moved = store.fork(old, "main", notebook_key="new name.ipynb")
     assert texts(store, store.conversation("new name.ipynb")) == texts(store, moved) == ["q", "a"]
+
+
+# -- exchanges of notebook cells ---------------------------------------------------------------
+
+
+def ask_from(store: Store, conv: Conversation, cell: str, run: str, q: str, a: str) -> list[str]:
+    """Ask ``q`` from execution ``run`` of ``cell`` as the session does; what went as context."""
+    context = store.context(conv, cell=cell, run=run)
+    ex = store.append(conv, [user(q)], cell=cell, run=run)
+    store.append(conv, [assistant(a)], exchange=ex)
+    return [m.message["content"] for m in context.messages]
+
+
+def test_a_later_execution_of_a_cell_takes_its_exchanges_place(store: Store) -> None:
+    conv = store.conversation(NB)
+    for cell in "abc":
+        ask_from(store, conv, cell, "run1", f"q{cell}", f"a{cell}")
+    assert store.context(conv, cell="b", run="run2").replaces == 1
+    assert ask_from(store, conv, "b", "run2", "qb2", "ab2") == ["qa", "aa"]
+    assert texts(store, conv) == ["qa", "aa", "qb2", "ab2", "qc", "ac"]
+    assert [m.cell for m in store.messages(conv)] == ["a", "a", "b", "b", "c", "c"]
+    # Run All again: the same conversation, one run's worth.
+    for cell in "abc":
+        ask_from(store, conv, cell, "run3", f"q{cell}", f"a{cell}")
+    assert texts(store, conv) == ["qa", "aa", "qb", "ab", "qc", "ac"]
+    assert store.context(conv).messages == store.messages(conv)  # no cell: after everything
+
+
+def test_questions_of_one_execution_stand_together(store: Store) -> None:
+    conv = store.conversation(NB)
+    ask_from(store, conv, "loop", "run1", "q1", "a1")
+    ask_from(store, conv, "loop", "run1", "q2", "a2")
+    ask_from(store, conv, "next", "run1", "q3", "a3")
+    assert ask_from(store, conv, "loop", "run2", "r1", "b1") == []
+    assert ask_from(store, conv, "loop", "run2", "r2", "b2") == ["r1", "b1"]
+    assert ask_from(store, conv, "loop", "run2", "r3", "b3") == ["r1", "b1", "r2", "b2"]
+    assert texts(store, conv) == ["r1", "b1", "r2", "b2", "r3", "b3", "q3", "a3"]
+    fork = store.fork(conv, "copy")  # keeps the order
+    assert texts(store, fork) == texts(store, conv)
+    assert undo_then(store, conv) == ["r1", "b1", "r2", "b2", "r3", "b3"]
+
+
+def test_an_unanswered_rerun_leaves_the_earlier_exchange(store: Store) -> None:
+    conv = store.conversation(NB)
+    ask_from(store, conv, "a", "run1", "q", "a")
+    ex = store.append(conv, [user("again")], cell="a", run="run2")
+    store.drop_exchange(conv, ex)  # the request failed before any answer
+    assert texts(store, conv) == ["q", "a"]
+    ex = store.append(conv, [user("again")], cell="a", run="run3")
+    store.append(conv, [assistant("half")], exchange=ex, partial=True)  # a checkpoint replaces
+    assert texts(store, conv) == ["again", "half"]
+
+
+def test_a_deleted_cells_exchanges_are_kept_but_not_sent(store: Store) -> None:
+    conv, side = store.conversation(NB), store.conversation(NB, "side")
+    for cell in "abc":
+        ask_from(store, conv, cell, "run1", f"q{cell}", f"a{cell}")
+    ask_from(store, side, "b", "run1", "side q", "side a")
+    other = store.conversation("other.ipynb")
+    ask_from(store, other, "b", "run1", "other q", "other a")
+    assert store.hide_cells(NB, ["b", "no-such-cell"]) == 4
+    assert texts(store, conv) == ["qa", "aa", "qb", "ab", "qc", "ac"]
+    assert [m.hidden for m in store.messages(conv)] == [False, False, True, True, False, False]
+    assert [m.message["content"] for m in store.context(conv).messages] == ["qa", "aa", "qc", "ac"]
+    assert store.context(side).messages == []
+    assert len(store.context(other).messages) == 2  # another notebook's cell "b"
+    # Brought back (JupyterLab's undo keeps the id) and run again: it takes its place.
+    assert ask_from(store, conv, "b", "run2", "qb", "ab") == ["qa", "aa"]
+    assert len(store.context(conv).messages) == 6
+
+
+def test_a_database_from_before_cells_keeps_its_conversations(db_path: Path) -> None:
+    from clarifai_magic.store_sqlite import connect_rw
+
+    # The store as the previous release made it: the first migration, rows as it wrote them.
+    db_path.parent.mkdir(mode=0o700)
+    db = connect_rw(db_path, MIGRATIONS[:1], 5.0)
+    with db:
+        db.execute(
+            "INSERT INTO conversations (notebook_key, name, system_prompt, model, created,"
+            " updated) VALUES (?, 'main', 'Be brief.', 'm1', 1, 2), (?, 'side', NULL, NULL, 1, 3)",
+            (NB, NB),
+        )
+        rows = [(1, 1, user("q1")), (1, 1, assistant("a1")), (1, 3, user("q2"))]
+        rows += [(2, 4, user("side")), (1, 3, assistant("a2"))]
+        for i, (cid, exchange, message) in enumerate(rows, start=1):
+            db.execute(
+                "INSERT INTO messages (id, conversation_id, exchange, role, message, created,"
+                " model, prompt_tokens) VALUES (?, ?, ?, ?, ?, ?, 'm1', ?)",
+                (i, cid, exchange, message["role"], json.dumps(message), i, 7 * i),
+            )
+        db.execute(
+            "INSERT INTO usage (conversation_id, model, prompt_tokens, completion_tokens,"
+            " created) VALUES (1, 'm1', 10, 2, 5)"
+        )
+    db.close()
+
+    with Store(db_path) as s:
+        conv = s.conversation(NB)
+        assert conv == Conversation(NB, "main", "Be brief.", "m1")
+        assert texts(s, conv) == ["q1", "a1", "q2", "a2"]
+        assert [m.prompt_tokens for m in s.messages(conv)] == [7, 14, 21, 35]
+        assert texts(s, s.conversation(NB, "side")) == ["side"]
+        assert [(c.name, c.message_count) for c in s.chats(NB)] == [("side", 1), ("main", 4)]
+        assert [(u.prompt_tokens, u.completion_tokens) for u in s.usage(NB)] == [(10, 2)]
+        # and it goes on as before: new exchanges after the old ones, undo, fork
+        s.append(conv, [user("q3"), assistant("a3")])
+        assert undo_then(s, conv) == ["q1", "a1", "q2", "a2"]
+        assert texts(s, s.fork(conv, "copy")) == ["q1", "a1", "q2", "a2"]
+        ask_from(s, conv, "cell", "run1", "q4", "a4")
+        assert texts(s, conv)[-2:] == ["q4", "a4"]
 
 
 def test_chats_list_counts_and_most_recent_first(store: Store) -> None:

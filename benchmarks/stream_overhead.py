@@ -383,12 +383,13 @@ def benchmark(args: argparse.Namespace, command: str) -> Results:
     with OfflineServer() as srv, tempfile.TemporaryDirectory(prefix="clarifai-bench-") as tmp:
         workdir = Path(tmp)
         env = dict(os.environ)
-        for name in ("CLARIFAI_MODEL", "JPY_SESSION_NAME", "CLARIFAI_API_KEY"):
+        for name in ("CLARIFAI_MODEL", "CLARIFAI_API_KEY"):
             env.pop(name, None)
         env.update(
             CLARIFAI_PAT="offline-benchmark-token",
             CLARIFAI_API_BASE=srv.api_base,
             CLARIFAI_MAGIC_HOME=str(workdir / "home"),
+            JPY_SESSION_NAME=str(workdir / "benchmark.ipynb"),  # as Jupyter Server sets it
             HOME=str(workdir),  # no real ~/.config/clarifai/config
             IPYTHONDIR=str(workdir / "ipython"),  # no user profile or startup files
             PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),

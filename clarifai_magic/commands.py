@@ -295,7 +295,13 @@ class LineCommands:
             for chat in self.session.store.chats(self.session.notebook_key())
         ]
         header = ["conversation", "messages", "last used", "system prompt"]
-        self.out.markdown(markdown_table(header, rows) if rows else "No conversations yet.")
+        table = markdown_table(header, rows) if rows else "No conversations yet."
+        budget = self.session.history_budget()
+        sent = f"up to {budget:,} tokens" if budget else "all of it"
+        self.out.markdown(
+            f"{table}\n\nHistory sent with each question: {sent} "
+            "(`%config ClarifaiMagics.max_history_tokens`)."
+        )
 
     def cmd_fork(self, rest: str) -> None:
         """NEW [--from NAME] [--notebook KEY]: copy a conversation under a new name."""

@@ -119,7 +119,15 @@ class ClarifaiMagics(Magics):
         None, allow_none=True, help="Most history messages sent with a question."
     ).tag(config=True)
     max_history_tokens = Int(
-        None, allow_none=True, help="Approximate token budget for history sent."
+        None,
+        allow_none=True,
+        help="Approximate token budget for history sent (default 8,000; 0: no limit).",
+    ).tag(config=True)
+    notebook = Unicode(
+        None,
+        allow_none=True,
+        help="Name this notebook's conversations are kept under (for nbclient/papermill runs, "
+        "or to share them).",
     ).tag(config=True)
     aliases = Dict(help="Model aliases, NAME -> model.").tag(config=True)
     confirm_with = Enum(
@@ -193,10 +201,10 @@ class ClarifaiMagics(Magics):
         help_command = Command("help", no_args, self.cmd_help, "options and commands")
         return {"help": help_command, **line_commands.table()}
 
-    def _notebook_key(self) -> str:
+    def _notebook_key(self) -> str | None:
         from .history import notebook_key
 
-        return notebook_key(self.shell.user_ns, os.environ, os.getcwd())
+        return notebook_key(self.shell.user_ns, os.environ)
 
     def _set_aliases(self, aliases: dict[str, str]) -> None:
         self.aliases = aliases
@@ -207,6 +215,7 @@ class ClarifaiMagics(Magics):
         settings.default_model = self.default_model
         settings.max_history = self.max_history
         settings.max_history_tokens = self.max_history_tokens
+        settings.notebook_name = self.notebook
         settings.aliases = dict(self.aliases)
         settings.max_tool_result_chars = self.max_tool_result_chars
         settings.limits = Limits(

@@ -439,6 +439,8 @@ def _stored_markdown(item: Any, budget: _Budget) -> str:
         tool = html.escape(one_line(str(message.get("name") or "tool")))
         return _details(f"🔧 result of {tool}", fenced(budget.take(_clip(text, 2000))))
     flag = " *(partial)*" if getattr(item, "partial", False) else ""
+    if getattr(item, "hidden", False):
+        flag += " *(cell deleted: not sent)*"
     parts = [f"**{escape_inline(one_line(role))}**{flag}", _stored_text(content, budget)]
     for call in message.get("tool_calls") or ():
         function = call.get("function", {})

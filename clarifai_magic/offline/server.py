@@ -137,10 +137,11 @@ class OfflineServer:
         return [r for r in self.requests if r.method == "POST" and is_chat(r.path)]
 
     def clear(self) -> None:
-        """Forget recorded requests and drop scripts still queued."""
+        """Forget recorded requests, drop scripts still queued, list the default models again."""
         with self._lock:
             self._requests.clear()
             self._queue.clear()
+            self.models = list(DEFAULT_MODELS)
 
     @property
     def open_connections(self) -> int:

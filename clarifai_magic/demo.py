@@ -70,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = None
     # The demo's conversation is its own: it never lands among the user's notebooks.
     os.environ["CLARIFAI_MAGIC_HOME"] = tempfile.mkdtemp(prefix="clarifai-magic-demo-")
+    os.environ["JPY_SESSION_NAME"] = "clarifai-magic-demo.ipynb"  # a name, as a notebook has
     if args.offline or find_credentials() is None:
         intro = "Offline demo (--offline): the built-in server on 127.0.0.1 answers."
         print((INTRO_NO_PAT if not args.offline else intro) + INTRO_OFFLINE)

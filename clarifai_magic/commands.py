@@ -133,6 +133,13 @@ class LineCommands:
                 "[NAME] [-m MODEL] [--tools f,g]",
             ),
             Command(
+                "export",
+                options_only,
+                self.cmd_export,
+                "the conversation's next request as a program for another client",
+                "--to openai-python|openai-node|vercel-ai|litellm|curl [--chat NAME] [-o FILE]",
+            ),
+            Command(
                 "explain",
                 options_only,
                 self.cmd_explain,
@@ -176,6 +183,72 @@ class LineCommands:
             options.append("--no-history")
         prompt = self.session.redactor().redact(explain_prompt(error))
         self.ask(shlex.join(options), prompt)
+
+    def cmd_export(self, rest: str) -> None:
+        """--to TARGET [--chat NAME] [-o FILE [--force]] [-m MODEL] [--tools f,g] [-t T]
+        [--max-tokens N] [--ask TEXT]: the conversation's next request as a runnable program."""
+        from .export import (
+            DEFAULT_QUESTION,
+            TARGETS,
+            ExportError,
+            ExportRequest,
+            clean_messages,
+            write_program,
+        )
+        from .export import export_program as make_program
+        from .options import BOUNDS, OptionError
+        from .safe_markdown import code_span, fenced
+
+        parser = _subparser("export", "Export the conversation's next request as a program.")
+        parser.add_argument("--to", required=True, choices=TARGETS)
+        parser.add_argument("--chat", default=MAIN_CHAT)
+        parser.add_argument("-o", "--output")
+        parser.add_argument("--force", action="store_true")
+        parser.add_argument("-m", "--model")
+        parser.add_argument("--tools", default="")
+        parser.add_argument("-t", "--temperature")
+        parser.add_argument("--max-tokens")
+        parser.add_argument("--ask", default=DEFAULT_QUESTION)
+        args = parser.parse_args(split_words(rest))
+        given = {"temperature": args.temperature, "max_tokens": args.max_tokens}
+        try:
+            bounded = {k: BOUNDS[k].check(k, v) for k, v in given.items() if v is not None}
+        except OptionError as exc:
+            raise UsageError(str(exc)) from None
+        conv = self._existing(args.chat)
+        stored = [m.message for m in self.session.store.context(conv).messages]
+        if conv.system_prompt:
+            stored.insert(0, {"role": "system", "content": conv.system_prompt})
+        model = self.session.resolve_model(args.model) if args.model else None
+        tools = [spec.schema() for spec in self._tools(args.tools).values()]
+        redact = self.session.redactor().redact
+        request = ExportRequest(
+            model=model or conv.model or self.session.resolve_model(None),
+            messages=clean_messages(stored, redact),
+            tools=tools,  # the notebook's own functions: schemas from their signatures
+            **bounded,
+            question=redact(args.ask),
+        )
+        program = make_program(request, args.to)
+        how = f"`{program.install}`, then " if program.install else ""
+        if not args.output:
+            run = program.run.replace("FILE", f"app{program.suffix}")
+            self.out.markdown(
+                f"The next request of {code_span(conv.name)} for **{program.target}** "
+                f"(save it as `app{program.suffix}`; {how}`{run}` with `CLARIFAI_PAT` set; "
+                "`-o FILE` writes it):\n\n" + fenced(program.code, program.lang)
+            )
+            return
+        try:
+            write_program(args.output, program.code, force=args.force)
+        except ExportError as exc:
+            raise UsageError(str(exc)) from None
+        run = program.run.replace("FILE", shlex.quote(args.output))
+        steps = f"{program.install}, then " if program.install else ""
+        self.out.text(
+            f"Wrote {args.output} ({program.target}). To run it: {steps}{run} "
+            "with CLARIFAI_PAT set (and CLARIFAI_API_BASE for another endpoint)."
+        )
 
     def cmd_models(self, rest: str) -> None:
         """List models (GET /models merged with the capability table)."""

@@ -3,7 +3,8 @@
 ``%load_ext clarifai_magic`` registers the ``%%clarifai`` cell magic and ``%clarifai`` line
 commands; ``from clarifai_magic import tool`` declares functions the model may call, and inside
 such a function ``clarifai_magic.cancelled()`` (or ``cancel_event()``) says the turn was
-cancelled or the call timed out, so a long sync tool can stop early.
+cancelled or the call timed out, so a long sync tool can stop early. ``clarifai_magic.Chat(...)``
+as a cell's last expression shows a chat panel.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 from typing import Any
 
 __all__ = [
+    "Chat",
     "cancel_event",
     "cancelled",
     "load_ipython_extension",
@@ -29,6 +31,10 @@ def __getattr__(name: str) -> Any:
         value = getattr(tools, name)
         globals()[name] = value  # found directly from now on: a tool may poll cancelled() often
         return value
+    if name == "Chat":  # the chat panel needs ipywidgets: imported only when asked for
+        from .widget import Chat
+
+        return Chat
     raise AttributeError(f"module 'clarifai_magic' has no attribute {name!r}")
 
 

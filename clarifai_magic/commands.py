@@ -67,6 +67,11 @@ class LineCommands:
         self.ask = ask  # ask(options, prompt): a question, as the magic asks it
         self.shell = shell  # where IPython keeps the last error, for `explain`
 
+    def _shell(self) -> Any:
+        from IPython import get_ipython
+
+        return self.shell or get_ipython()
+
     def table(self) -> dict[str, Command]:
         account = AccountCommands(self.session, output=self.out)
         tool_actions = ("add", "remove", "list", "show")
@@ -164,12 +169,7 @@ class LineCommands:
         parser.add_argument("--chat")
         parser.add_argument("--no-history", action="store_true")
         args = parser.parse_args(split_words(rest))
-        shell = self.shell
-        if shell is None:
-            from IPython import get_ipython
-
-            shell = get_ipython()
-        error = last_error(shell)
+        error = last_error(self._shell())
         if error is None:
             self.out.text(NO_ERROR_MESSAGE)
             return
@@ -209,6 +209,7 @@ class LineCommands:
         parser.add_argument("-t", "--temperature")
         parser.add_argument("--max-tokens")
         parser.add_argument("--ask", default=DEFAULT_QUESTION)
+        parser.add_argument("--cell", action="store_true", help="a new cell below (Python)")
         args = parser.parse_args(split_words(rest))
         given = {"temperature": args.temperature, "max_tokens": args.max_tokens}
         try:
@@ -230,6 +231,13 @@ class LineCommands:
             question=redact(args.ask),
         )
         program = make_program(request, args.to)
+        if args.cell:
+            if program.lang != "python" or args.output:
+                raise UsageError(
+                    "--cell puts a Python program (openai-python, litellm) in a new cell below; "
+                    "write the others to a file with -o FILE."
+                )
+            self._shell().set_next_input(program.code, replace=False)
         how = f"`{program.install}`, then " if program.install else ""
         if not args.output:
             run = program.run.replace("FILE", f"app{program.suffix}")

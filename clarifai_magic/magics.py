@@ -43,8 +43,9 @@ from .session import MAIN_CHAT, Ask, Session, SessionError, Settings
 
 # Loaded with the first question or command, not by `%load_ext`, which should stay instant.
 if TYPE_CHECKING:
+    from .cell_view import CellView
     from .commands import Command
-    from .render import CellView, TerminalView
+    from .render import TerminalView
     from .transcript import Transcript
 
 FORMATS = ("markdown", "text", "code", "json")
@@ -350,6 +351,8 @@ class ClarifaiMagics(Magics):
         if transcript.status == "interrupted":
             raise CellFailed("Interrupted: the partial answer above is kept.")
         if transcript.status in ("error", "incomplete"):
+            if not transcript.answer and not any(r.tools for r in transcript.rounds):
+                raise CellFailed("No answer: the request failed (see above).")
             raise CellFailed("The answer above is incomplete: see the message at its end.")
         self._after(args, transcript, schema)
 
@@ -393,7 +396,8 @@ class ClarifaiMagics(Magics):
         return schema
 
     def _view(self, fmt: str) -> CellView | TerminalView:
-        from .render import CellView, TerminalView
+        from .cell_view import CellView
+        from .render import TerminalView
 
         if cell_output(self.shell, self.display_mode):
             return CellView(fmt, max_chars=self.max_display_chars)

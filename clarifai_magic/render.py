@@ -1,11 +1,9 @@
-"""Views of a turn: a live Markdown display in a notebook cell, or plain text in a terminal.
+"""A turn as Markdown (its rounds, reasoning, tool calls and status), and the terminal view.
 
-Both are drawn from the engine's :class:`~clarifai_magic.engine.Transcript` under a frame budget:
+Views are drawn from the engine's :class:`~clarifai_magic.engine.Transcript` under a frame budget:
 ``show()`` is called for every chunk, but a view draws only when its budget allows, plus once
-unconditionally at the end so that a saved notebook holds the whole final answer. The cell view's
-budget is at most 20 updates a second and, for long answers, at most about
-``BYTES_PER_SECOND`` of display traffic, because every update resends the whole Markdown (ipykernel
-does no throttling and JupyterLab re-renders the whole cell).
+unconditionally at the end so that a saved notebook holds the whole final answer. The notebook
+cell's view, which sends each streamed byte about once, is :mod:`clarifai_magic.cell_view`.
 
 Model text, reasoning, tool calls and results and server messages are untrusted: JupyterLab renders
 the Markdown of an output the user ran (or a saved notebook whose signature holds) without
@@ -18,18 +16,23 @@ import html
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import IO, Any
 
 from .models import model_id
-from .options import DEFAULT_MAX_DISPLAY_CHARS
-from .safe_markdown import (
+from .options import DEFAULT_MAX_DISPLAY_CHARS  # noqa: F401  (widget.py imports it from here)
+from .safe_markdown import (  # noqa: F401  (safe_markdown_within, clip_plain: imported from here)
+    TextBudget,
+    clip_plain,
     code_span,
     escape_inline,
     fenced,
+    fit_markdown,
     one_line,
     quote_untrusted,
+    quoted,
     safe_markdown,
+    safe_markdown_within,
 )
 from .transcript import Round, ToolActivity, Transcript
 
@@ -42,6 +45,8 @@ PREVIEW_CHARS = 600
 PARSE_ARGUMENTS_CHARS = 20_000
 SHOWN_ARGUMENTS_CHARS = 4_000
 SHOWN_RESULT_CHARS = 2_000
+# After a round's tool calls: a blank line, so the answer below doesn't butt against them.
+TOOLS_SPACER = "<br>"
 
 
 class FrameBudget:
@@ -61,80 +66,6 @@ class FrameBudget:
         if self.bytes_per_second:
             interval = min(max(interval, size / self.bytes_per_second), MAX_INTERVAL)
         self.next_at = time.monotonic() + interval
-
-
-# -- fitting a display under its size limit -------------------------------------------------------
-class _Budget:
-    """How many characters of untrusted text a display may still take (``None``: no limit)."""
-
-    def __init__(self, limit: int | None) -> None:
-        self.left = limit
-        self.clipped = False
-
-    @property
-    def spent(self) -> bool:
-        return self.left == 0
-
-    def take(self, text: str) -> str:
-        """``text``, or its head up to what is left (cut at a line break where one is near)."""
-        if self.left is None or len(text) <= self.left:
-            if self.left is not None:
-                self.left -= len(text)
-            return text
-        cut = text.rfind("\n", 0, self.left)
-        if cut < self.left // 2:
-            cut = self.left
-        self.left, self.clipped = 0, True
-        return text[:cut]
-
-
-def too_long_notice(size: int) -> str:
-    return (
-        f"> ℹ️ This answer is too long to show in full here ({size:,} characters; the limit is "
-        "`%config ClarifaiMagics.max_display_chars`). The whole answer is kept in the "
-        "conversation (`%clarifai history`) and in `--out`."
-    )
-
-
-def _fit(build: Callable[[_Budget, str | None], str], size: int, max_chars: int | None) -> str:
-    """Markdown from ``build`` whole if it fits in ``max_chars``, else its head and the notice.
-
-    ``build(budget, notice)`` takes untrusted text through ``budget`` and puts ``notice`` (when
-    given) after it. Escaping can lengthen text, so the budget shrinks until the result fits.
-    """
-    budget = _Budget(max_chars)
-    markdown = build(budget, None)
-    if max_chars is None or (not budget.clipped and len(markdown) <= max_chars):
-        return markdown
-    notice = too_long_notice(size)
-    limit = max(0, max_chars - len(notice))
-    for _ in range(8):
-        markdown = build(_Budget(limit), notice)
-        if len(markdown) <= max_chars or limit == 0:
-            break
-        limit = max(0, min(limit - 1, limit * max_chars // len(markdown) - 256))
-    return markdown
-
-
-def safe_markdown_within(text: str, max_chars: int | None) -> str:
-    """:func:`safe_markdown` of ``text``, clipped with a notice past ``max_chars``."""
-
-    def build(budget: _Budget, notice: str | None) -> str:
-        shown = safe_markdown(budget.take(text))
-        return f"{shown}\n\n{notice}" if notice else shown
-
-    return _fit(build, len(text), max_chars)
-
-
-def clip_plain(text: str, max_chars: int) -> str:
-    """A ``text/plain`` copy within ``max_chars``."""
-    if len(text) <= max_chars:
-        return text
-    note = (
-        f"\n\n[… {len(text):,} characters in all: too long to show here "
-        "(%config ClarifaiMagics.max_display_chars); the whole answer is kept in the conversation]"
-    )
-    return text[: max(0, max_chars - len(note))] + note
 
 
 # -- a turn as Markdown ---------------------------------------------------------------------------
@@ -173,10 +104,23 @@ def _clip(text: str, limit: int = PREVIEW_CHARS) -> str:
     return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more characters)"
 
 
+def _took(seconds: float) -> str:
+    """A duration as people read it: ``8 ms``, ``0.51 s``, ``12 s`` (never ``0.00 s``)."""
+    if seconds < 0.001:
+        return "<1 ms"
+    if seconds < 0.1:
+        return f"{seconds * 1000:.0f} ms"
+    return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.0f} s"
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def tool_summary(activity: ToolActivity, *, turn_over: bool = False) -> str:
-    """One line: ``get_weather(location="Paris") → result · 0.51 s``."""
+    """One short line: ``get_weather(location="Paris") → result · 510 ms``."""
     call, outcome = activity.call, activity.outcome
-    head = one_line(f"{_clip(call.name, 120)}({_clip(_args_preview(call.arguments), 120)})")
+    head = one_line(f"{_short(call.name, 60)}({_short(_args_preview(call.arguments), 48)})")
     if outcome is None:
         if not turn_over:
             return f"{head} …"
@@ -190,9 +134,9 @@ def tool_summary(activity: ToolActivity, *, turn_over: bool = False) -> str:
             "still be finishing in the background"
         )
     if not outcome.ok:
-        error = one_line(_clip(outcome.error or "failed", 120))
-        return f"{head} ✗ {error} · {outcome.duration:.2f} s"
-    return f"{head} → {one_line(_clip(outcome.content, 80))} · {outcome.duration:.2f} s"
+        error = one_line(_short(outcome.error or "failed", 120))
+        return f"{head} ✗ {error} · {_took(outcome.duration)}"
+    return f"{head} → {one_line(_short(outcome.content, 40))} · {_took(outcome.duration)}"
 
 
 def _details(summary_html: str, body: str) -> str:
@@ -200,7 +144,9 @@ def _details(summary_html: str, body: str) -> str:
     return f"<details><summary>{summary_html}</summary>\n\n{body}\n\n</details>"
 
 
-def _tool_markdown(activity: ToolActivity, turn_over: bool, budget: _Budget) -> str:
+def tool_markdown(activity: ToolActivity, turn_over: bool, budget: TextBudget) -> str:
+    """A tool call folded to its one-line summary; expanded, its arguments and result, quoted
+    (so they sit indented under the summary) and pretty-printed when they are JSON."""
     call, outcome = activity.call, activity.outcome
     icon = "🔧" if outcome is None or outcome.ok else "⚠️"
     arguments = call.arguments
@@ -209,11 +155,15 @@ def _tool_markdown(activity: ToolActivity, turn_over: bool, budget: _Budget) -> 
     shown = budget.take(_clip(arguments, SHOWN_ARGUMENTS_CHARS))
     body = ["**Arguments**\n\n" + fenced(shown, "json")]
     if outcome is not None and not budget.spent:
-        body.append("**Result**\n\n" + fenced(budget.take(_clip(outcome.content, 2000))))
+        result, lang = outcome.content, ""
+        if len(result) <= PARSE_ARGUMENTS_CHARS and result.lstrip()[:1] in ("{", "["):
+            pretty = _pretty_json(result)
+            result, lang = pretty, "json" if pretty is not result else ""
+        body.append("**Result**\n\n" + fenced(budget.take(_clip(result, 2000)), lang))
         if outcome.traceback and not budget.spent:
             body.append("**Traceback**\n\n" + fenced(budget.take(outcome.traceback.rstrip())))
     summary = html.escape(tool_summary(activity, turn_over=turn_over))
-    return _details(f"{icon} {summary}", "\n\n".join(body))
+    return _details(f"{icon} {summary}", quoted("\n\n".join(body)))
 
 
 def _pretty_json(arguments: str) -> str:
@@ -223,28 +173,51 @@ def _pretty_json(arguments: str) -> str:
         return arguments
 
 
-def _round_markdown(round_: Round, final: bool, fmt: str, budget: _Budget) -> list[str]:
-    parts: list[str] = []
+def reasoning_markdown(
+    round_: Round, final: bool, budget: TextBudget, seconds: float | None = None
+) -> str | None:
+    """The round's reasoning folded under *Thinking*, quoted so it never reads as the answer;
+    ``seconds``: how long it thought, once known."""
     stream = round_.stream
     reasoning = stream.reasoning.strip()
-    if reasoning:
-        label = "Thinking" if final or stream.text or stream.tool_calls else "Thinking…"
-        parts.append(_details(label, safe_markdown(budget.take(reasoning))))
-    text = stream.text
+    if not reasoning:
+        return None
+    done = final or bool(stream.text) or bool(stream.tool_calls)
+    label = "Thinking" if done else "Thinking…"
+    if done and seconds is not None and seconds >= 0.05:  # an instant says nothing
+        label += f" · {seconds:.1f} s"
+    body = quote_untrusted("", budget.take(reasoning))
+    # A quote: indented under its summary with a rule beside it (and muted where the renderer
+    # mutes quotes, as GitHub does), no style attribute to be stripped or trusted.
+    return _details(label, body)
+
+
+def answer_markdown(text: str, fmt: str) -> str:
+    """Answer text (already within its budget) in the cell's format."""
+    if fmt == "text":
+        return f"<pre>{html.escape(text)}</pre>"
+    if fmt == "json":
+        return fenced(text, "json")
+    # Fences are closed even in the final frame, so notices and the footer never land in code.
+    return safe_markdown(text)
+
+
+def _round_markdown(
+    round_: Round, final: bool, fmt: str, budget: TextBudget, seconds: float | None
+) -> list[str]:
+    parts: list[str] = []
+    thinking = reasoning_markdown(round_, final, budget, seconds)
+    if thinking:
+        parts.append(thinking)
+    text = round_.stream.text
     if text and not budget.spent:
-        text = budget.take(text)
-        if fmt == "text":
-            parts.append(f"<pre>{html.escape(text)}</pre>")
-        elif fmt == "json":
-            parts.append(fenced(text, "json"))
-        else:
-            # Fences are closed even in the final frame, so notices and the footer never land
-            # in code.
-            parts.append(safe_markdown(text))
+        parts.append(answer_markdown(budget.take(text), fmt))
     for activity in round_.tools:
         if budget.spent:
             break
-        parts.append(_tool_markdown(activity, final, budget))
+        parts.append(tool_markdown(activity, final, budget))
+    if round_.tools:
+        parts.append(TOOLS_SPACER)
     return parts
 
 
@@ -260,25 +233,42 @@ def _untrusted_size(transcript: Transcript) -> int:
 
 
 def transcript_markdown(
-    transcript: Transcript, *, final: bool, fmt: str = "markdown", max_chars: int | None = None
+    transcript: Transcript,
+    *,
+    final: bool,
+    fmt: str = "markdown",
+    max_chars: int | None = None,
+    thought: Mapping[int, float] | None = None,
 ) -> str:
-    """The turn as Markdown; past ``max_chars`` its head and a notice that it was clipped."""
+    """The turn as Markdown; past ``max_chars`` its head and a notice that it was clipped.
 
-    def build(budget: _Budget, clipped_notice: str | None) -> str:
+    ``thought``: seconds each round (by index) spent thinking, where the view measured it.
+    """
+    thought = thought or {}
+
+    def build(budget: TextBudget, clipped_notice: str | None) -> str:
         parts: list[str] = []
-        for round_ in transcript.rounds:
+        for number, round_ in enumerate(transcript.rounds):
             if budget.spent:
                 break
-            parts.extend(_round_markdown(round_, final, fmt, budget))
+            parts.extend(_round_markdown(round_, final, fmt, budget, thought.get(number)))
         if clipped_notice:
             parts.append(clipped_notice)
-        parts.extend(_status_markdown(transcript, final, bool(parts)))
+        parts.extend(status_markdown(transcript, final, shown=bool(parts)))
         return "\n\n".join(parts)
 
-    return _fit(build, _untrusted_size(transcript), max_chars)
+    return fit_markdown(build, _untrusted_size(transcript), max_chars)
 
 
-def _status_markdown(transcript: Transcript, final: bool, shown: bool) -> list[str]:
+def _has_answer(transcript: Transcript) -> bool:
+    return any(r.tools or r.stream.text for r in transcript.rounds)
+
+
+def status_markdown(transcript: Transcript, final: bool, *, shown: bool) -> list[str]:
+    """What is said after the answer: waiting, notices, how it ended, and the usage footer.
+
+    An error before any answer is said alone: a footer of no tokens in no time says nothing.
+    """
     parts: list[str] = []
     if transcript.status == "running tools":
         parts.append("*Running tools…*")
@@ -295,45 +285,11 @@ def _status_markdown(transcript: Transcript, final: bool, shown: bool) -> list[s
         parts.append(quote_untrusted("⚠️ **Error.** ", transcript.error))
     if not parts and not shown and not final:
         parts.append("*Waiting for the model…*")
+    if transcript.error and not _has_answer(transcript):
+        return parts
     if final or transcript.status != "streaming" or transcript.usage.completion_tokens:
         parts.append(f"<sub>{html.escape(one_line(footer(transcript)))}</sub>")
     return parts
-
-
-class CellView:
-    """One display per answer in a notebook cell, updated under a frame budget."""
-
-    def __init__(
-        self, fmt: str = "markdown", *, max_chars: int = DEFAULT_MAX_DISPLAY_CHARS
-    ) -> None:
-        from IPython.display import display
-
-        self.fmt = fmt
-        self.max_chars = max_chars
-        self.budget = FrameBudget(1 / MAX_UPDATES_PER_SECOND, BYTES_PER_SECOND)
-        self._handle = display(
-            self._bundle_text("*Waiting for the model…*", ""), raw=True, display_id=True
-        )
-
-    @staticmethod
-    def _bundle_text(markdown: str, plain: str) -> dict[str, Any]:
-        return {"text/markdown": markdown, "text/plain": plain or markdown}
-
-    def show(self, transcript: Transcript, *, final: bool = False, force: bool = False) -> None:
-        if not self.budget.allows(final=final, force=force):
-            return
-        markdown = transcript_markdown(
-            transcript, final=final, fmt=self.fmt, max_chars=self.max_chars
-        )
-        # Frontends show text/plain only where Markdown can't render; while streaming a short
-        # stand-in halves the bytes sent, and the final frame carries the whole answer.
-        if not final:
-            plain = "(streaming…)"
-        else:
-            plain = transcript.answer if not transcript.partial else markdown
-            plain = clip_plain(plain, self.max_chars)
-        self._handle.update(self._bundle_text(markdown, plain), raw=True)
-        self.budget.drew(len(markdown))
 
 
 class TerminalView:
@@ -392,7 +348,7 @@ class TerminalView:
         self.budget.drew()
 
 
-def _stored_text(content: Any, budget: _Budget) -> str:
+def _stored_text(content: Any, budget: TextBudget) -> str:
     """A stored message's content as safe Markdown: text parts escaped, other parts named."""
     if not isinstance(content, list):
         return safe_markdown(budget.take(content if isinstance(content, str) else ""))
@@ -414,7 +370,7 @@ def history_markdown(name: str, stored: list[Any], *, max_chars: int | None = No
     Everything stored came from the user, the model or a tool, so all of it is escaped.
     """
 
-    def build(budget: _Budget, notice: str | None) -> str:
+    def build(budget: TextBudget, notice: str | None) -> str:
         parts = [f"### Conversation {code_span(name)}"]
         if not stored:
             parts.append("*No messages yet.*")
@@ -427,10 +383,10 @@ def history_markdown(name: str, stored: list[Any], *, max_chars: int | None = No
         return "\n\n".join(parts)
 
     size = sum(len(str(item.message.get("content") or "")) for item in stored)
-    return _fit(build, size, max_chars)
+    return fit_markdown(build, size, max_chars)
 
 
-def _stored_markdown(item: Any, budget: _Budget) -> str:
+def _stored_markdown(item: Any, budget: TextBudget) -> str:
     message = item.message
     role = str(message.get("role", "?"))
     content = message.get("content")

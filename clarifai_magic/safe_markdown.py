@@ -5,14 +5,16 @@ JupyterLab renders the Markdown of an output the user ran (or of a saved noteboo
 signature holds) without sanitising it, so raw HTML in model text would run. :func:`safe_markdown`
 escapes what could open HTML outside code, turns images into links (nothing is fetched without a
 click), and rewrites every code block with a fence longer than anything inside it; :func:`fenced`,
-:func:`code_span` and :func:`quote_untrusted` wrap text in code or quotes the same way. Pure: no
-IPython here.
+:func:`code_span` and :func:`quote_untrusted` wrap text in code or quotes the same way;
+:func:`seal_point` says where a streaming answer may be cut into blocks drawn apart, and
+:func:`safe_markdown_within` fits it under a display's size limit. Pure: no IPython here.
 """
 
 from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # The renderer (marked, in JupyterLab) has corner cases of its own, so nothing is left for it to
@@ -246,6 +248,61 @@ def safe_markdown(text: str) -> str:
     return _defuse_link_definitions(out, brackets)
 
 
+# A line that would continue a list (a marker of its own, or indentation) after a blank line.
+_LIST_MARKER = re.compile(r"(?:[-+*]|\d{1,9}[.)])(?:[ \t]|$)")
+# How much of a line must have arrived before it is known not to start with a list marker.
+_KNOWN_START = 12
+
+
+def seal_point(text: str, start: int = 0) -> int:
+    """The furthest offset at or after ``start`` where ``text`` may be cut in two blocks that
+    :func:`safe_markdown` escapes and a renderer draws alone as they are drawn together.
+
+    ``start`` must itself be such a cut (0 is). A cut is the start of a line after a blank line,
+    outside code blocks (tracked exactly as :func:`safe_markdown` tracks them), that begins at the
+    margin with no list marker (so it continues no list item or indented code). Returns ``start``
+    when there is none. Only ``text[start:]`` is read, so a streaming view pays for its tail only.
+    """
+    best = start
+    fence: _Fence | None = None
+    after_blank = True  # what safe_markdown's ``not out or blank_due or _blank(out[-1])`` says
+    prev_blank = True
+    pos = start
+    stop = text.find("\r", start)  # safe_markdown reads "\r" as a line break: go no further
+    end = len(text) if stop == -1 else stop
+    while pos < end:
+        nl = text.find("\n", pos, end)
+        line = text[pos:end] if nl == -1 else text[pos:nl]
+        known = nl != -1 or len(line) >= _KNOWN_START
+        if (
+            fence is None
+            and prev_blank
+            and pos > start
+            and known
+            and line[:1] not in ("", " ", "\t")
+            and _LIST_MARKER.match(line) is None
+        ):
+            best = pos
+        if nl == -1:
+            break
+        pos = nl + 1
+        if fence is not None:
+            if fence.closed_by(line):
+                after_blank, prev_blank, fence = fence.has_math_delimiters, False, None
+                continue
+            if _blank(line) or _indent(line) >= fence.indent:
+                fence.lines.append(line)  # for has_math_delimiters, as safe_markdown keeps them
+                continue
+            after_blank, fence = fence.has_math_delimiters, None
+        opener = _opener(line, after_blank)
+        if opener is not None:
+            fence = opener
+        else:
+            after_blank = _blank(line)
+        prev_blank = _blank(line)
+    return best
+
+
 def _defuse_link_definitions(lines: list[str], brackets: list[tuple[int, int]]) -> str:
     """Escape each block-starting ``[`` whose label could end in ``]:``.
 
@@ -301,7 +358,7 @@ def fenced(text: str, lang: str = "") -> str:
     return f"{fence}{lang}\n{text}\n{fence}"
 
 
-def _quoted(text: str) -> str:
+def quoted(text: str) -> str:
     """Markdown as a block quote, every line of it (so a fence inside stays inside)."""
     return "\n".join(">" + (" " + line if line else "") for line in text.split("\n"))
 
@@ -309,4 +366,80 @@ def _quoted(text: str) -> str:
 def quote_untrusted(label: str, text: str) -> str:
     """``label`` (ours, Markdown) then untrusted ``text``, escaped, as one block quote."""
     # Tabs out: inside a quote the columns shift, and fence indentation must mean the same.
-    return _quoted(safe_markdown(label + text.expandtabs(4)))
+    return quoted(safe_markdown(label + text.expandtabs(4)))
+
+
+# -- fitting a display under its size limit -------------------------------------------------------
+class TextBudget:
+    """How many characters of untrusted text a display may still take (``None``: no limit)."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.left = limit
+        self.clipped = False
+
+    @property
+    def spent(self) -> bool:
+        return self.left == 0
+
+    def take(self, text: str) -> str:
+        """``text``, or its head up to what is left (cut at a line break where one is near)."""
+        if self.left is None or len(text) <= self.left:
+            if self.left is not None:
+                self.left -= len(text)
+            return text
+        cut = text.rfind("\n", 0, self.left)
+        if cut < self.left // 2:
+            cut = self.left
+        self.left, self.clipped = 0, True
+        return text[:cut]
+
+
+def too_long_notice(size: int) -> str:
+    return (
+        f"> ℹ️ This answer is too long to show in full here ({size:,} characters; the limit is "
+        "`%config ClarifaiMagics.max_display_chars`). The whole answer is kept in the "
+        "conversation (`%clarifai history`) and in `--out`."
+    )
+
+
+def fit_markdown(
+    build: Callable[[TextBudget, str | None], str], size: int, max_chars: int | None
+) -> str:
+    """Markdown from ``build`` whole if it fits in ``max_chars``, else its head and the notice.
+
+    ``build(budget, notice)`` takes untrusted text through ``budget`` and puts ``notice`` (when
+    given) after it. Escaping can lengthen text, so the budget shrinks until the result fits.
+    """
+    budget = TextBudget(max_chars)
+    markdown = build(budget, None)
+    if max_chars is None or (not budget.clipped and len(markdown) <= max_chars):
+        return markdown
+    notice = too_long_notice(size)
+    limit = max(0, max_chars - len(notice))
+    for _ in range(8):
+        markdown = build(TextBudget(limit), notice)
+        if len(markdown) <= max_chars or limit == 0:
+            break
+        limit = max(0, min(limit - 1, limit * max_chars // len(markdown) - 256))
+    return markdown
+
+
+def safe_markdown_within(text: str, max_chars: int | None) -> str:
+    """:func:`safe_markdown` of ``text``, clipped with a notice past ``max_chars``."""
+
+    def build(budget: TextBudget, notice: str | None) -> str:
+        shown = safe_markdown(budget.take(text))
+        return f"{shown}\n\n{notice}" if notice else shown
+
+    return fit_markdown(build, len(text), max_chars)
+
+
+def clip_plain(text: str, max_chars: int) -> str:
+    """A ``text/plain`` copy within ``max_chars``."""
+    if len(text) <= max_chars:
+        return text
+    note = (
+        f"\n\n[… {len(text):,} characters in all: too long to show here "
+        "(%config ClarifaiMagics.max_display_chars); the whole answer is kept in the conversation]"
+    )
+    return text[: max(0, max_chars - len(note))] + note

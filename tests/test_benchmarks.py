@@ -17,6 +17,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
     [
         ("stream_overhead.py", ["--smoke"], "time ratio magic/raw"),
         ("interrupt.py", ["--repeat", "1"], "hostile flood"),
+        ("widget_stream.py", ["--smoke"], "bytes ÷ answer"),
         ("store.py", ["--messages", "200", "--exchanges", "20", "--runs", "1"], "load 200"),
         (
             "tools_parallel.py",

@@ -303,3 +303,17 @@ def test_images_stay_data_urls_in_every_client_shape() -> None:
     assert json.dumps(image) in python
     assert sdk_messages(messages)[0]["content"][1] == {"type": "image", "image": image}
     assert json.dumps(image) in export_program(request, "vercel-ai").code
+
+
+def test_a_python_export_can_go_into_the_next_cell(kernel: Any, server: OfflineServer) -> None:
+    server.enqueue(text("Hello from the model."))
+    kernel.run("%load_ext clarifai_magic")
+    kernel.run("%%clarifai\nSay hello.")
+    done = kernel.run("%clarifai export --to openai-python --cell")
+    payloads = [p for p in done.reply["content"]["payload"] if p["source"] == "set_next_input"]
+    assert len(payloads) == 1 and payloads[0]["replace"] is False
+    code = payloads[0]["text"]
+    compile(code, "app.py", "exec")
+    assert "Say hello." in code and "CLARIFAI_PAT" in code and TEST_PAT not in code
+    refused = kernel.run("%clarifai export --to openai-node --cell")
+    assert "--cell puts a Python program" in refused.stderr + str(refused.error)

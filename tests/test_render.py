@@ -7,6 +7,7 @@ checked. The same payloads run in JupyterLab itself in tests/browser/test_hostil
 
 from __future__ import annotations
 
+import html
 import random
 import re
 from html.parser import HTMLParser
@@ -23,7 +24,7 @@ from clarifai_magic.render import (
     tool_summary,
     transcript_markdown,
 )
-from clarifai_magic.safe_markdown import code_span, safe_markdown
+from clarifai_magic.safe_markdown import code_span, safe_markdown, seal_point
 from clarifai_magic.stream import ToolCall
 from clarifai_magic.testing import chunk
 from clarifai_magic.tools import ToolOutcome
@@ -349,3 +350,87 @@ def test_random_mixes_of_markdown_and_payloads_stay_inert() -> None:
         assert_inert(markdown)
         # Pieces are joined by blank lines in a view: still inert together.
         assert_inert(markdown + "\n\n" + safe_markdown(text[::-1]))
+
+
+# -- sealing: finished blocks drawn once, apart from the open tail --------------------------------
+def _same_html(markdown: str) -> str:
+    return re.sub(r"\s+", " ", render(markdown)).replace("> <", "><").strip()
+
+
+def _sealed_pieces(text: str) -> list[str]:
+    """``text`` cut as a streaming view cuts it, at every prefix it sees."""
+    pieces, start = [], 0
+    for end in range(1, len(text) + 1):
+        cut = seal_point(text[:end], start)
+        assert cut >= start
+        if cut > start:
+            pieces.append(text[start:cut])
+            start = cut
+    return [*pieces, text[start:]]
+
+
+def test_blocks_are_sealed_only_outside_code_fences() -> None:
+    text = (
+        "## Plan\n\nFirst paragraph.\n\n```python\ndef f():\n\n    return 1\n\n```\n\n"
+        "Between.\n\n- item one\n\n- item two\n\n    still item two\n\nAfter the list.\n\nEnd"
+    )
+    pieces = _sealed_pieces(text)
+    assert "".join(pieces) == text
+    assert "```python\ndef f():\n\n    return 1\n\n```\n\n" in "".join(
+        p for p in pieces if p.startswith("```")
+    ), "the fence stays whole in one piece"
+    for piece in pieces[:-1]:
+        assert piece.endswith("\n\n")
+        assert piece.count("```") % 2 == 0, f"a piece ends inside code: {piece!r}"
+    # The list and its continuation stay together; nothing starts with indentation or a marker.
+    assert any("- item one" in p and "still item two" in p for p in pieces)
+    assert not any(p.startswith(("-", " ")) for p in pieces)
+
+
+def test_sealed_blocks_render_as_the_whole_answer_does() -> None:
+    rng = random.Random(7)
+    blocks = [
+        "# Title", "A paragraph with `code` and **bold**.", "- a\n- b", "1. one\n2. two",
+        "```js\nlet x = 1;\n\nlet y = 2;\n```", "| a | b |\n|---|---|\n| 1 | 2 |", "> quoted",
+        "~~~\n```\n~~~", "    indented code", "Text <b>html</b> and ![img](x)", "$x$ and $$y$$",
+        "[ref]: /url", "***",
+    ]  # fmt: skip
+    for _ in range(200):
+        text = "\n\n".join(rng.choice(blocks) for _ in range(rng.randint(2, 8)))
+        pieces = _sealed_pieces(text)
+        joined = "\n\n".join(safe_markdown(p) for p in pieces)
+        assert _same_html(joined) == _same_html(safe_markdown(text)), pieces
+        for piece in pieces:
+            assert_inert(safe_markdown(piece))
+
+
+def test_random_mixes_cut_into_sealed_blocks_render_as_the_whole() -> None:
+    rng = random.Random(21)
+    for _ in range(300):
+        text = "".join(rng.choice(FRAGMENTS) for _ in range(rng.randint(5, 60)))
+        pieces = _sealed_pieces(text)
+        assert "".join(pieces) == text
+        joined = "\n\n".join(safe_markdown(p) for p in pieces)
+        assert _same_html(joined) == _same_html(safe_markdown(text)), pieces
+        assert_inert(joined)
+
+
+def test_an_error_before_any_answer_is_said_alone() -> None:
+    turn = transcript(status="error", error="The model gpt-x does not exist.")
+    markdown = transcript_markdown(turn, final=True)
+    assert "does not exist" in markdown
+    assert "<sub>" not in markdown and "token usage" not in markdown
+
+
+def test_a_tool_call_is_one_short_line_and_its_json_result_is_pretty_printed() -> None:
+    done = activity(
+        arguments='{"location": "Paris, France", "unit": "celsius", "days": 7}',
+        result='{"city": "Paris", "temperature": 21, "sky": "clear and bright"}',
+    )
+    markdown = transcript_markdown(transcript(tools=[done]), final=True)
+    summary = re.search(r"<summary>(.*?)</summary>", markdown)
+    assert summary is not None
+    shown = html.unescape(summary.group(1))
+    assert len(shown) < 110 and "\n" not in shown and "0.00 s" not in shown, shown
+    assert '>   "temperature": 21,' in markdown  # pretty-printed, inside the quoted container
+    assert "**Arguments**" in markdown and "**Result**" in markdown

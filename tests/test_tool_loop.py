@@ -25,7 +25,7 @@ from .kernel_util import Kernel
 from .test_magic import final_markdown, run
 
 MODEL = "https://clarifai.com/openai/chat-completion/models/gpt-4o"
-DURATION = re.compile(r" · \d+\.\d\d s$")
+DURATION = re.compile(r" · (<1 ms|\d+ ms|\d+\.\d\d s)$")
 
 
 def assistant(content: str | None, *calls: tuple[str, str, str]) -> dict[str, Any]:

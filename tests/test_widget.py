@@ -6,15 +6,25 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from clarifai_magic.testing import OfflineServer, text, tool_calls
+from clarifai_magic.panel_keys import SEND_MARK
+from clarifai_magic.panel_view import seal_point
+from clarifai_magic.testing import OfflineServer, http_error, text, tool_calls
 from clarifai_magic.widget import ChatPanel
 
 from .test_magic import run
 
 
+def shown(bubble: Any) -> str:
+    """A message's Markdown as drawn: one Output, or an answer's pieces joined."""
+    if hasattr(bubble, "outputs"):
+        return bubble.outputs[0]["data"]["text/markdown"]
+    pieces = [shown(c) for c in bubble.children if hasattr(c, "outputs") and c.outputs]
+    return "\n\n".join(p for p in pieces if p)
+
+
 def markdown_of(bubble: Any) -> str:
     """A message's Markdown, without its "You"/"Model" label."""
-    return bubble.outputs[0]["data"]["text/markdown"].split("\n\n", 1)[1]
+    return shown(bubble).split("\n\n", 1)[1]
 
 
 def test_a_question_streams_into_the_panel_and_joins_the_conversation(
@@ -79,11 +89,17 @@ def test_confirm_tools_ask_inside_the_panel(shell: Any, server: OfflineServer) -
     server.enqueue(tool_calls([("call_1", "wipe", '{"table": "t"}')]), text("Wiped."))
     worker = panel.send("Wipe t")
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not any(
-        hasattr(c, "children") and len(c.children) == 3 for c in panel.messages.children
-    ):
+
+    def asked() -> list[Any]:
+        return [
+            c
+            for c in panel.messages.children
+            if hasattr(c, "children") and "clarifai-chat-assistant" not in c._dom_classes
+        ]
+
+    while time.monotonic() < deadline and not asked():
         time.sleep(0.05)
-    [question] = [c for c in panel.messages.children if hasattr(c, "children")]
+    [question] = asked()
     label, run_button, _skip = question.children
     assert "wipe" in label.value
     run_button.click()
@@ -98,7 +114,7 @@ def test_no_pat_is_said_in_the_panel(shell: Any, server: OfflineServer, monkeypa
     monkeypatch.delenv("CLARIFAI_PAT")
     panel = ChatPanel(shell._clarifai_magics.session, chat="nopat")
     panel.send("Hello").join(timeout=10)
-    assert "CLARIFAI_PAT" in markdown_of(panel.messages.children[-1])
+    assert "CLARIFAI_PAT" in shown(panel.messages.children[-1])
     assert not server.chat_requests
 
 
@@ -130,11 +146,126 @@ def test_a_long_answer_is_clipped_in_the_panel_with_a_notice(
     panel = ChatPanel(shell._clarifai_magics.session, chat="panel-long", max_display_chars=5_000)
     server.enqueue(text("word " * 4_000, chunks=20))
     panel.send("Talk").join(timeout=30)
-    shown = panel.messages.children[-1].outputs[0]["data"]["text/markdown"]
-    assert len(shown) <= 5_000
-    assert shown.startswith("**Model**\n\nword word")
-    assert "too long to show in full here (20,000 characters" in shown
+    drawn = shown(panel.messages.children[-1])
+    assert len(drawn) <= 5_000
+    assert drawn.startswith("**Model**\n\nword word")
+    assert "too long to show in full here (20,000 characters" in drawn
     # The conversation keeps all of it.
     session = shell._clarifai_magics.session
     stored = session.store.messages(session.conversation("panel-long", create=False))
     assert len(stored[-1].message["content"]) >= 19_999
+
+
+def _wait_for(predicate: Any, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_a_long_slow_answer_is_sent_about_once(shell: Any, server: OfflineServer) -> None:
+    """Append-only: finished blocks are sealed and sent once; redraws stay near the new text."""
+    paragraph = "A sentence of the answer that goes on for a while. " * 6
+    content = "\n\n".join(f"{n}. {paragraph}" if n % 3 else f"## Part {n}" for n in range(1, 41))
+    content += "\n\n```python\nprint('done')\n```\n\nThe end."
+    panel = ChatPanel(shell._clarifai_magics.session, chat="long", list_models=False)
+    server.enqueue(text(content, chunk_size=6, delay=0.002))
+    panel.send("Write a lot").join(timeout=60)
+    view = panel.views[-1]
+    answer = panel.messages.children[-1]
+    pieces = [c for c in answer.children if hasattr(c, "outputs")]
+    assert len(pieces) > 3, "finished blocks were sealed into their own outputs"
+    joined = view.text()
+    assert joined.startswith("**Model**\n\n1. A sentence") and "The end." in joined
+    assert "## Part 3" in joined and "gpt-4o" in joined  # the footer
+    assert view.stats.bytes_sent <= 3 * len(content.encode())
+    # Code blocks get Copy and "Insert into a new cell", the code held as escaped text.
+    [row] = [c for c in answer.children if "clarifai-code-actions" in c._dom_classes]
+    assert [b.description for b in row.children if hasattr(b, "on_click")] == [
+        "Copy",
+        "Insert into a new cell",
+    ]
+    assert "print(&#x27;done&#x27;)" in row.children[-1].value
+
+
+def test_enter_from_the_page_sends_the_question(shell: Any, server: OfflineServer) -> None:
+    panel = ChatPanel(shell._clarifai_magics.session, chat="enter", list_models=False)
+    server.enqueue(text("Sent by Enter."))
+    # What the page script does on Enter: the text typed, then the send mark, as one value.
+    panel.prompt.value = "line one\nline two" + SEND_MARK
+    panel.worker.join(timeout=30)
+    assert panel.prompt.value == ""
+    assert server.chat_requests[-1].json["messages"][-1]["content"] == "line one\nline two"
+    assert markdown_of(panel.messages.children[-2]) == "line one  \nline two"  # a hard break
+    assert markdown_of(panel.messages.children[-1]).startswith("Sent by Enter.")
+
+
+def test_switching_model_system_prompt_and_new_conversation(
+    shell: Any, server: OfflineServer
+) -> None:
+    session = shell._clarifai_magics.session
+    session.settings.aliases["fast"] = "qwen/qwenLM/models/Qwen3-14B"
+    panel = ChatPanel(session, chat="picker")
+    panel.models_listed.join(timeout=20)
+    values = [value for _label, value in panel.model_picker.options]
+    assert "fast" in values and "anthropic/completion/models/claude-sonnet-4" in values
+    assert panel.model_picker.value == "openai/chat-completion/models/gpt-4o"
+
+    panel.model_picker.value = "anthropic/completion/models/claude-sonnet-4"
+    assert "claude-sonnet-4" in panel.header.value
+    panel.system.value = "Answer in French."
+    server.enqueue(text("Bonjour."))
+    panel.send("Hello").join(timeout=30)
+    request = server.chat_requests[-1].json
+    assert request["model"].endswith("anthropic/completion/models/claude-sonnet-4")
+    assert request["messages"][0] == {"role": "system", "content": "Answer in French."}
+    assert "claude-sonnet-4" in markdown_of(panel.messages.children[-1])  # the footer
+
+    name = panel.new_chat()
+    assert name == "chat-1" and panel.chat_picker.value == "chat-1"
+    assert panel.messages.children == () and panel.system.value == ""
+    server.enqueue(text("Fresh."))
+    panel.send("Anyone here?").join(timeout=30)
+    assert [m["role"] for m in server.chat_requests[-1].json["messages"]] == ["user"]
+    # Back to the first conversation: its messages and system prompt come back.
+    panel.chat_picker.value = "picker"
+    assert [markdown_of(b) for b in panel.messages.children][0] == "Hello"
+    assert panel.system.value == "Answer in French."
+    assert "chat-1" in panel.chat_picker.options
+
+
+def test_errors_are_shown_in_the_panel(shell: Any, server: OfflineServer) -> None:
+    panel = ChatPanel(shell._clarifai_magics.session, chat="errors", list_models=False)
+    server.enqueue(http_error(400, message="Model does not accept <b>this</b>"))
+    panel.send("Break").join(timeout=30)
+    answer = shown(panel.messages.children[-1])
+    assert "Model does not accept &lt;b>this&lt;/b>" in answer
+    assert not panel.send_button.disabled and panel.stop_button.disabled
+    panel.model = "no-such-model"
+    panel.send("Again").join(timeout=30)
+    [error] = panel.messages.children[-1].children
+    assert "clarifai-chat-error" in error._dom_classes
+    assert "Unknown model" in shown(error)
+
+
+def test_chat_api_shows_a_panel_as_the_last_expression(shell: Any, server: OfflineServer) -> None:
+    out = run(
+        shell,
+        "import clarifai_magic\n"
+        "def shout(word: str) -> str:\n"
+        '    """Say it loud."""\n'
+        "    return word.upper()\n"
+        "clarifai_magic.Chat(model='gpt-4o', tools=[shout], chat='api')\n",
+    )
+    assert out.result.success, out.stdout + out.stderr
+    kinds = [set(o.data) for o in out.outputs]
+    assert {"application/vnd.jupyter.widget-view+json"} <= kinds[0] | {"text/plain"}
+    assert any("application/javascript" in k for k in kinds)  # Enter sends, Copy copies
+
+
+def test_seal_points_are_outside_code_and_folded_sections() -> None:
+    text_ = "Para one.\n\n```\ncode\n\nmore code\n```\n\nPara two.\n\n- item\n\n  continued\n\nTail"
+    cut = seal_point(text_)
+    assert text_[:cut].endswith("  continued\n\n")
+    assert seal_point("```\na\n\nb\n") == 0  # inside an open fence: nothing to seal
+    details = "<details><summary>x</summary>\n\nbody\n\n</details>\n\nAfter"
+    assert details[: seal_point(details)].endswith("</details>\n\n")

@@ -95,7 +95,7 @@ def _assert_ordinary_markdown(out: Locator) -> None:
     expect(out.locator('a[href="https://example.com"]').first).to_be_visible()
     expect(out.locator("code", has_text="<code>").first).to_be_visible()
     # The payloads are shown as the text they are.
-    expect(out.get_by_text("<script>", exact=False).first).to_be_visible()
+    expect(out.get_by_text("<script>", exact=False).filter(visible=True).first).to_be_visible()
     _assert_no_injected_elements(out)
 
 

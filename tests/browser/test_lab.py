@@ -44,6 +44,28 @@ def test_answer_streams_into_the_cell_as_rendered_markdown(
         page.screenshot(path=shot)
 
 
+def test_a_long_answer_streams_block_by_block_and_ends_as_one_markdown_output(
+    lab: Lab, page: Page, server: OfflineServer
+) -> None:
+    parts = [
+        f"## Part {n}\n\nParagraph {n} of the answer, with **bold** words in it." for n in range(12)
+    ]
+    server.enqueue(text("\n\n".join(parts), chunk_size=4, delay=0.02))  # about 4 s
+    nb = lab.open(page, "long", ["%load_ext clarifai_magic", "%%clarifai\nExplain in parts."])
+    nb.run_all()
+
+    out = nb.output(1)
+    expect(out.locator("h2", has_text="Part 1")).to_be_visible(timeout=15_000)
+    assert nb.prompt(1) == "[*]:", "the first parts show while the answer still streams"
+    nb.wait_done(1)
+    expect(out.locator("h2")).to_have_count(12)
+    expect(out.locator("strong")).to_have_count(12)
+    expect(out.locator("sub")).to_contain_text("gpt-4o")
+    # The blocks shown while it streamed are gone: one rendered Markdown output holds it all.
+    expect(out.locator(".jp-RenderedMarkdown", has_text="Part")).to_have_count(1)
+    expect(out.locator(".jp-RenderedMarkdown", has_text="Part")).to_contain_text("Part 11")
+
+
 @pytest.mark.parametrize(
     ("button", "verdict", "tool_result"),
     [

@@ -1,0 +1,231 @@
+"""Benchmark: what a streaming answer sends to the front end, per byte of answer.
+
+Starts the offline server in this process and one real ipykernel (this interpreter), and streams
+the same answers through, side by side in that kernel:
+
+* ``cell``: ``%%clarifai --no-history`` (the cell view: sealed blocks, only the tail redrawn);
+* ``naive``: a full-redraw view, the raw ``openai`` client redrawing the whole answer (escaped by
+  ``safe_markdown``) at most 20 times a second: what the cell view did before.
+
+For each it prints, from the IOPub messages the kernel sent: display bytes ÷ answer bytes (the
+MIME bundles as JSON, UTF-8), display messages per second (and the most in any one second) and
+the time from the cell's start to the first display showing answer text (next to when the raw
+client got its first chunk). The chat panel is not measured here: its view (``PanelView``) was
+replaced by ``panel_view.AppendView``, which has no ``show()`` to drive from outside.
+
+Run ``python benchmarks/widget_stream.py`` (about 2 minutes); ``--smoke`` runs tiny sizes (the
+test suite does, so it cannot rot); ``--json PATH`` dumps every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stream_overhead import (  # noqa: E402
+    LOAD_EXT_CELL,
+    PROMPT,
+    RAW_MODEL,
+    RAW_SETUP_CELL,
+    REPO,
+    CellRun,
+    Kernel,
+    KernelError,
+    make_answer,
+    peak_per_second,
+    prerendered,
+)
+
+from clarifai_magic.offline import OfflineServer  # noqa: E402
+
+CHUNK_CHARS = 4  # about one token of English
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    chars: int
+    chunks: int
+    delay: float  # seconds between chunks
+
+
+# The issue's table, and a short fast answer. 3,000 chunks 15 ms apart is a model at 67 tokens/s
+# for 45 s: real models stream 20-100 tokens/s.
+CASES = (
+    Case("short, model-like (400 chunks, 5 ms)", 1_600, 400, 0.005),
+    Case("short, fast", 1_600, 400, 0.0),
+    Case("long, model-like (3,000 chunks, 15 ms)", 12_000, 3_000, 0.015),
+    Case("long, fast (80,000 chunks)", 320_000, 80_000, 0.0),
+)
+SMOKE_CASES = (
+    Case("short, model-like", 400, 100, 0.003),
+    Case("long, fast", 8_000, 2_000, 0.0),
+)
+
+MAGIC_CELL = """
+_bench_answer = None
+_t0 = time.time()
+get_ipython().run_cell_magic("clarifai", "--no-history --out _bench_answer", {prompt!r})
+_bench = {{"t0": _t0, "elapsed": time.time() - _t0,
+          "sha": _bench_answer and hashlib.sha256(_bench_answer.encode()).hexdigest()}}
+"""
+
+NAIVE_CELL = """
+from IPython.display import display as _display
+from clarifai_magic.safe_markdown import safe_markdown as _safe
+_t0 = time.time()
+_first = None
+_handle = _display({{"text/markdown": "*Waiting…*", "text/plain": "…"}}, raw=True, display_id=True)
+_pieces, _next = [], 0.0
+for _chunk in _raw_client.chat.completions.create(
+    model={model!r}, messages=[{{"role": "user", "content": {prompt!r}}}], stream=True
+):
+    if _chunk.choices and _chunk.choices[0].delta.content:
+        _pieces.append(_chunk.choices[0].delta.content)
+        if _first is None:
+            _first = time.time() - _t0
+        if time.monotonic() >= _next:
+            _handle.update(
+                {{"text/markdown": _safe("".join(_pieces)), "text/plain": "…"}}, raw=True
+            )
+            _next = time.monotonic() + 0.05
+_text = "".join(_pieces)
+_handle.update({{"text/markdown": _safe(_text), "text/plain": _text}}, raw=True)
+_bench = {{"t0": _t0, "elapsed": time.time() - _t0, "first_chunk": _first,
+          "sha": hashlib.sha256(_text.encode()).hexdigest()}}
+"""
+
+
+@dataclass
+class ViewRun:
+    view: str
+    case: str
+    answer_bytes: int
+    display_bytes: int
+    bytes_ratio: float
+    messages: int
+    updates_per_s: float
+    peak_per_s: int
+    first_text_ms: float | None  # cell start to the first display holding answer text
+    first_chunk_ms: float | None  # cell start to the raw client's first chunk (naive only)
+
+
+def measure(run: CellRun, view: str, case: Case, answer: str, first_text: float | None) -> ViewRun:
+    answer_bytes = len(answer.encode())
+    sent = sum(d.size for d in run.displays)
+    elapsed = run.values["elapsed"]
+    first_chunk = run.values.get("first_chunk")
+    return ViewRun(
+        view=view,
+        case=case.name,
+        answer_bytes=answer_bytes,
+        display_bytes=sent,
+        bytes_ratio=sent / answer_bytes,
+        messages=len(run.displays),
+        updates_per_s=len(run.displays) / elapsed,
+        peak_per_s=peak_per_second([d.at for d in run.displays]),
+        first_text_ms=None if first_text is None else first_text * 1000,
+        first_chunk_ms=None if first_chunk is None else first_chunk * 1000,
+    )
+
+
+class TextKernel(Kernel):
+    """The benchmark kernel, also noting when a display first shows a given text."""
+
+    def run_watching(self, code: str, needle: str) -> tuple[CellRun, float | None]:
+        self.needle, self.first_seen = needle, None
+        run = self.run(code)
+        return run, self.first_seen
+
+    def _next(self, get, deadline, code):  # type: ignore[no-untyped-def, override]
+        msg = super()._next(get, deadline, code)
+        needle = getattr(self, "needle", None)
+        if (
+            needle
+            and self.first_seen is None
+            and msg["msg_type"] in ("display_data", "update_display_data")
+            and needle in msg["content"]["data"].get("text/markdown", "")
+        ):
+            self.first_seen = msg["header"]["date"]
+        return msg
+
+
+def run_case(kernel: TextKernel, srv: OfflineServer, case: Case) -> list[ViewRun]:
+    answer = make_answer(case.chars)
+    sha = hashlib.sha256(answer.encode()).hexdigest()
+    needle = answer[: CHUNK_CHARS - 1]
+    results = []
+    for view, code in (
+        ("cell", MAGIC_CELL.format(prompt=PROMPT)),
+        ("naive", NAIVE_CELL.format(model=RAW_MODEL, prompt=PROMPT)),
+    ):
+        srv.enqueue(prerendered(answer, case.chunks, case.delay))
+        run, seen = kernel.run_watching(code, needle)
+        if run.values["sha"] != sha:
+            raise KernelError(f"The {view} cell's answer differs from what the server streamed.")
+        first = None if seen is None else seen.timestamp() - run.values["t0"]
+        results.append(measure(run, view, case, answer, first))
+    return results
+
+
+def report(runs: list[ViewRun]) -> None:
+    print(
+        f"{'case':42} {'view':6} {'bytes ÷ answer':>14} {'msgs':>6} {'updates/s':>9} "
+        f"{'peak/s':>6} {'first text':>10} {'raw 1st chunk':>13}"
+    )
+    for r in runs:
+        first = "-" if r.first_text_ms is None else f"{r.first_text_ms:.0f} ms"
+        chunk = "-" if r.first_chunk_ms is None else f"{r.first_chunk_ms:.0f} ms"
+        print(
+            f"{r.case:42} {r.view:6} {r.bytes_ratio:14.2f} {r.messages:6d} "
+            f"{r.updates_per_s:9.1f} {r.peak_per_s:6d} {first:>10} {chunk:>13}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for the test suite")
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    args = parser.parse_args()
+    cases = SMOKE_CASES if args.smoke else CASES
+    with OfflineServer() as srv, tempfile.TemporaryDirectory(prefix="clarifai-bench-") as tmp:
+        workdir = Path(tmp)
+        env = dict(os.environ)
+        for name in ("CLARIFAI_MODEL", "CLARIFAI_API_KEY"):
+            env.pop(name, None)
+        env.update(
+            CLARIFAI_PAT="offline-benchmark-token",
+            CLARIFAI_API_BASE=srv.api_base,
+            CLARIFAI_MAGIC_HOME=str(workdir / "home"),
+            JPY_SESSION_NAME=str(workdir / "benchmark.ipynb"),
+            HOME=str(workdir),
+            IPYTHONDIR=str(workdir / "ipython"),
+            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+        )
+        kernel = TextKernel(workdir, env)
+        try:
+            kernel.run(LOAD_EXT_CELL)
+            kernel.run(RAW_SETUP_CELL.format(base_url=srv.base_url))
+            warm = Case("warm-up", 200, 20, 0.0)  # the first request imports openai: not timed
+            run_case(kernel, srv, warm)
+            runs: list[ViewRun] = []
+            for case in cases:
+                print(f"… {case.name}", file=sys.stderr, flush=True)
+                runs.extend(run_case(kernel, srv, case))
+        finally:
+            kernel.close()
+    report(runs)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in runs], indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The chat panel in JupyterLab, in a real browser, as a user drives it: type a question, press
+Enter, watch the answer stream, Stop a slow one, pick another model, start a new conversation."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from playwright.sync_api import Page, expect
+
+from clarifai_magic.testing import OfflineServer, text
+
+from .lab import Lab
+
+
+def test_the_panel_works_like_a_chat_website(lab: Lab, page: Page, server: OfflineServer) -> None:
+    nb = lab.open(page, "chat-panel", ["%load_ext clarifai_magic", "%clarifai chat"])
+    nb.run_all()
+    nb.wait_done(1)
+    panel = nb.output(1).locator(".clarifai-chat")
+    expect(panel).to_contain_text("conversation main")
+    prompt = panel.locator("textarea")
+
+    # Enter sends; Shift+Enter adds a line. The answer is on screen while it still streams.
+    words = " ".join(f"word{n}" for n in range(300))
+    server.enqueue(
+        text(f"## Streaming\n\n{words}\n\n```python\nprint('hi')\n```", chunk_size=8, delay=0.02)
+    )
+    prompt.click()
+    page.keyboard.type("First line")
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.type("second line")
+    page.keyboard.press("Enter")
+    answer = panel.locator(".clarifai-chat-assistant").last
+    expect(answer.locator("h2", has_text="Streaming")).to_be_visible(timeout=15_000)
+    expect(panel.locator("button", has_text="Stop")).to_be_enabled()  # still streaming
+    if shot := os.environ.get("CLARIFAI_PANEL_STREAM_SCREENSHOT"):  # for the README
+        panel.screenshot(path=shot)
+    expect(answer).to_contain_text("gpt-4o", timeout=20_000)  # the footer: the turn ended
+    expect(answer).to_contain_text("word299")
+    expect(prompt).to_have_value("")
+    assert server.chat_requests[-1].json["messages"][-1]["content"] == "First line\nsecond line"
+    # The code block has its actions; Copy puts the code on the clipboard.
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    actions = answer.locator(".clarifai-code-actions")
+    expect(actions).to_have_count(1)
+    actions.locator("button", has_text="Copy").click()
+    expect(actions.locator("button", has_text="Copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == "print('hi')"
+    # Without JupyterLab's app object exposed to the page, "insert" copies and says to paste.
+    page.evaluate("navigator.clipboard.writeText('')")
+    actions.locator("button", has_text="Insert into a new cell").click()
+    expect(actions.locator("button", has_text="Copied: paste it in a cell")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == "print('hi')"
+
+    # Stop on a slow answer keeps what came.
+    server.enqueue(text("tick " * 400, chunk_size=5, delay=0.05))
+    prompt.fill("Count slowly")
+    prompt.press("Enter")
+    expect(panel.locator(".clarifai-chat-assistant").last).to_contain_text("tick", timeout=15_000)
+    panel.locator("button", has_text="Stop").click()
+    expect(panel.locator(".clarifai-chat-assistant").last).to_contain_text(
+        "Interrupted", timeout=5_000
+    )
+
+    # Another model, picked from the list.
+    panel.locator(".widget-dropdown", has_text="Model").locator("select").select_option(
+        label="claude-sonnet-4"
+    )
+    expect(panel.locator(".widget-html").first).to_contain_text("claude-sonnet-4")
+    server.enqueue(text("From Claude."))
+    prompt.fill("Who are you?")
+    prompt.press("Enter")
+    expect(panel.locator(".clarifai-chat-assistant").last).to_contain_text("From Claude.")
+    assert server.chat_requests[-1].json["model"].endswith("models/claude-sonnet-4")
+
+    # A new conversation starts empty and sends no history.
+    panel.locator("button", has_text="New conversation").click()
+    expect(panel).to_contain_text("conversation chat-1")
+    expect(panel.locator(".clarifai-chat-assistant")).to_have_count(0)
+    server.enqueue(text("A fresh start."))
+    prompt.fill("Hello again")
+    prompt.press("Enter")
+    expect(panel.locator(".clarifai-chat-assistant").last).to_contain_text("A fresh start.")
+    assert [m["role"] for m in server.chat_requests[-1].json["messages"]] == ["user"]
+    expect(panel.locator(".widget-dropdown", has_text="Chat").locator("select")).to_have_value(
+        re.compile("chat-1")
+    )

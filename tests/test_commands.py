@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 import yaml
 from IPython.core.error import UsageError
-from IPython.utils.capture import capture_output
 
 from clarifai_magic.commands import LineCommands, route
 from clarifai_magic.config import MAGIC_CONTEXT
@@ -28,19 +27,7 @@ from clarifai_magic.testing import OfflineServer, text
 
 from .conftest import TEST_PAT
 from .kernel_util import Kernel
-
-GPT4O = "https://clarifai.com/openai/chat-completion/models/gpt-4o"
-
-
-def run(shell: Any, cell: str) -> Any:
-    with capture_output() as captured:
-        result = shell.run_cell(cell)
-    captured.result = result
-    return captured
-
-
-def everything(captured: Any) -> str:
-    return captured.stdout + captured.stderr + json.dumps([o.data for o in captured.outputs])
+from .test_magic import GPT4O, everything, run
 
 
 @pytest.fixture

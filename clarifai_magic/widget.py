@@ -20,7 +20,8 @@ from typing import Any
 import ipywidgets as widgets
 
 from .confirm import ButtonConfirm
-from .models import CAPABILITIES, OTHER_MODELS, model_id, short_path
+from .failures import CellFailed
+from .models import CAPABILITIES, OTHER_MODELS, ModelNameError, model_id, short_path
 from .options import RequestOptions
 from .panel_keys import SCRIPT, SEND_MARK, code_actions, code_blocks
 from .panel_view import AppendView, markdown_output
@@ -350,11 +351,14 @@ class Chat:
         if getattr(shell, "_clarifai_magics", None) is None:
             shell.extension_manager.load_extension("clarifai_magic")
         session: Session = shell._clarifai_magics.session
-        if model:
-            session.resolve_model(model)  # an unknown model fails here, not at the first question
         functions = {f.__name__: f for f in tools}
-        # The notebook's names too: `%clarifai tools add` defaults are looked up there.
-        offered = session.offered_tools(",".join(functions), {**shell.user_ns, **functions})
+        try:
+            if model:
+                session.resolve_model(model)  # an unknown model fails here, not at a question
+            # The notebook's names too: `%clarifai tools add` defaults are looked up there.
+            offered = session.offered_tools(",".join(functions), {**shell.user_ns, **functions})
+        except (ModelNameError, SessionError) as exc:
+            raise CellFailed(str(exc)) from None
         self.panel = ChatPanel(session, chat=chat, model=model, tools=lambda: offered)
         if system:
             self.panel.system.value = system

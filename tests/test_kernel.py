@@ -150,3 +150,10 @@ def test_a_tool_without_type_hints_fails_its_cell_with_one_line(kernel: Kernel) 
     traceback = run.error["traceback"]
     assert len(traceback) == 1 and traceback[0].startswith("ToolDeclarationError: ")
     assert "'x'" in traceback[0] and "type hint" in traceback[0]
+
+
+def test_chat_with_an_unknown_model_fails_its_cell_with_one_paragraph(kernel: Kernel) -> None:
+    run = kernel.run("import clarifai_magic\nclarifai_magic.Chat(model='no/such/thing/at/all')")
+    traceback = run.error["traceback"]
+    assert len(traceback) == 1 and "Traceback" not in traceback[0]
+    assert "no/such/thing/at/all" in traceback[0]

@@ -361,6 +361,23 @@ def run_cell(kernel: Kernel, srv: OfflineServer, side: str, script: Script, sha:
     return run
 
 
+def kernel_env(api_base: str, workdir: Path) -> dict[str, str]:
+    """The benchmark kernel's environment: the offline server, private dirs, a named notebook."""
+    env = dict(os.environ)
+    for name in ("CLARIFAI_MODEL", "CLARIFAI_API_KEY"):
+        env.pop(name, None)
+    env.update(
+        CLARIFAI_PAT="offline-benchmark-token",
+        CLARIFAI_API_BASE=api_base,
+        CLARIFAI_MAGIC_HOME=str(workdir / "home"),
+        JPY_SESSION_NAME=str(workdir / "benchmark.ipynb"),  # as Jupyter Server sets it
+        HOME=str(workdir),  # no real ~/.config/clarifai/config
+        IPYTHONDIR=str(workdir / "ipython"),  # no user profile or startup files
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+    )
+    return env
+
+
 def benchmark(args: argparse.Namespace, command: str) -> Results:
     import ipykernel
     import openai
@@ -382,18 +399,7 @@ def benchmark(args: argparse.Namespace, command: str) -> Results:
 
     with OfflineServer() as srv, tempfile.TemporaryDirectory(prefix="clarifai-bench-") as tmp:
         workdir = Path(tmp)
-        env = dict(os.environ)
-        for name in ("CLARIFAI_MODEL", "CLARIFAI_API_KEY"):
-            env.pop(name, None)
-        env.update(
-            CLARIFAI_PAT="offline-benchmark-token",
-            CLARIFAI_API_BASE=srv.api_base,
-            CLARIFAI_MAGIC_HOME=str(workdir / "home"),
-            JPY_SESSION_NAME=str(workdir / "benchmark.ipynb"),  # as Jupyter Server sets it
-            HOME=str(workdir),  # no real ~/.config/clarifai/config
-            IPYTHONDIR=str(workdir / "ipython"),  # no user profile or startup files
-            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
-        )
+        env = kernel_env(srv.api_base, workdir)
         progress("starting the kernel")
         kernel = Kernel(workdir, env)
         try:

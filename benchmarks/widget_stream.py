@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -35,10 +34,10 @@ from stream_overhead import (  # noqa: E402
     PROMPT,
     RAW_MODEL,
     RAW_SETUP_CELL,
-    REPO,
     CellRun,
     Kernel,
     KernelError,
+    kernel_env,
     make_answer,
     peak_per_second,
     prerendered,
@@ -198,18 +197,7 @@ def main() -> None:
     cases = SMOKE_CASES if args.smoke else CASES
     with OfflineServer() as srv, tempfile.TemporaryDirectory(prefix="clarifai-bench-") as tmp:
         workdir = Path(tmp)
-        env = dict(os.environ)
-        for name in ("CLARIFAI_MODEL", "CLARIFAI_API_KEY"):
-            env.pop(name, None)
-        env.update(
-            CLARIFAI_PAT="offline-benchmark-token",
-            CLARIFAI_API_BASE=srv.api_base,
-            CLARIFAI_MAGIC_HOME=str(workdir / "home"),
-            JPY_SESSION_NAME=str(workdir / "benchmark.ipynb"),
-            HOME=str(workdir),
-            IPYTHONDIR=str(workdir / "ipython"),
-            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
-        )
+        env = kernel_env(srv.api_base, workdir)
         kernel = TextKernel(workdir, env)
         try:
             kernel.run(LOAD_EXT_CELL)

@@ -142,7 +142,10 @@ def test_a_slip_is_reported_and_nothing_is_sent_or_stored(
 @pytest.mark.parametrize(
     ("line", "sent"),
     [
+        ("help me write a regex", "help me write a regex"),
         ("history of Rome in 3 lines", "history of Rome in 3 lines"),
+        ("usage of numpy arrays", "usage of numpy arrays"),
+        ("tools for ML", "tools for ML"),
         ("chat about the weather", "chat about the weather"),
         ("-- histroy", "histroy"),
         ("-- models --help", "models --help"),

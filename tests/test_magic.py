@@ -376,24 +376,6 @@ def test_the_line_is_not_expanded_by_ipython(shell: Any, server: OfflineServer) 
     assert server.chat_requests[-1].json["messages"][-1]["content"] == "what is {1+1} and $price"
 
 
-@pytest.mark.parametrize(
-    "line",
-    [
-        "help me write a regex",
-        "history of Rome in 3 lines",
-        "usage of numpy arrays",
-        "tools for ML",
-    ],
-)
-def test_questions_starting_with_a_command_word_are_asked(
-    shell: Any, server: OfflineServer, line: str
-) -> None:
-    server.enqueue(text("ok"))
-    out = run(shell, f"%clarifai {line}")
-    assert out.result.success, out.stderr
-    assert server.chat_requests[-1].json["messages"][-1]["content"] == line
-
-
 def test_a_failed_request_does_not_leave_its_question_behind(
     shell: Any, server: OfflineServer
 ) -> None:

@@ -8,8 +8,9 @@ renders alone as it does in the whole) are *sealed*: the output that showed them
 whole, and is never updated again, and a new output below takes the open block (the *tail*), the
 only part redrawn. Tail redraws are held to a byte budget in proportion to the text received, so
 display bytes ÷ answer bytes stays under 3 at any length and speed; at most 20 messages a second.
-At the end the first output becomes the whole final Markdown and the others are emptied, so a
-saved notebook holds the answer as one Markdown output (nbviewer and GitHub render it).
+At the end the tail becomes the whole final Markdown and the others are emptied, so a saved
+notebook holds the answer as one Markdown output (nbviewer and GitHub render it). The sealed
+outputs share one display id, so emptying them all is one message however many there are.
 
 Untrusted text still goes through :func:`~clarifai_magic.safe_markdown.safe_markdown`: each
 sealed block and the tail are escaped as a whole.
@@ -18,6 +19,7 @@ sealed block and the tail are escaped as a whole.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +40,8 @@ from .safe_markdown import seal_point
 from .transcript import Transcript
 
 # Seal once this much is sealable, or a sixteenth of what is sealed already: a long answer uses a
-# few dozen outputs, not thousands (each stays in the notebook, emptied, and is emptied by one
-# message at the end), while the tail, redrawn, stays small.
+# few dozen outputs, not thousands (each stays in the notebook, emptied), while the tail, redrawn,
+# stays small.
 SEAL_MIN_CHARS = 240
 SEAL_GROWTH = 16
 # Tail redraws may send this many characters per character received, plus a start-up allowance
@@ -105,9 +107,10 @@ class CellView:
     def __init__(
         self, fmt: str = "markdown", *, max_chars: int = DEFAULT_MAX_DISPLAY_CHARS
     ) -> None:
-        from IPython.display import display
+        from IPython.display import display, update_display
 
         self._display = display
+        self._update_display = update_display
         self.fmt = fmt
         self.max_chars = max_chars
         self.interval = 1 / MAX_UPDATES_PER_SECOND
@@ -120,12 +123,12 @@ class CellView:
         self._reasoning_at: dict[int, float] = {}
         self._answer_at: dict[int, float] = {}
         waiting = "*Waiting for the model…*"
-        self._handles = [self._display(_bundle(waiting, "…"), raw=True, display_id=True)]
-
-    @property
-    def outputs(self) -> int:
-        """How many outputs this answer has used (all but the first end empty)."""
-        return len(self._handles)
+        # The first output is the first tail and, once sealed, the first sealed block: it is
+        # shown under the id all sealed blocks share, which one update empties at the end.
+        self._sealed_id = f"clarifai-sealed-{uuid.uuid4().hex}"
+        self._tail = self._display(_bundle(waiting, "…"), raw=True, display_id=self._sealed_id)
+        self._tail_is_sealed_id = True
+        self.outputs = 1  # how many outputs this answer has used (all but the tail end empty)
 
     def show(self, transcript: Transcript, *, final: bool = False, force: bool = False) -> None:
         now = time.monotonic()
@@ -168,38 +171,49 @@ class CellView:
         messages sent."""
         received = _untrusted_size(transcript)
         thought = self._thought(transcript)
-        sealed = False
+        sealed = 0  # messages the seal took
         if self.fmt == "markdown" and transcript.rounds and received <= self.max_chars:
             sealed = self._seal(transcript, thought)
         tail = self._tail_markdown(transcript, thought, received)
         if sealed:
             # The rest goes to a new output below, which becomes the tail.
-            self._handles.append(self._display(_bundle(tail, "…"), raw=True, display_id=True))
+            self._tail = self._show(_bundle(tail, "…"), display_id=True)
+            self._tail_is_sealed_id = False
         else:
             if tail == self._last_tail:
                 return 0
             allowance = TAIL_RATIO * received + TAIL_SLACK - self._tail_sent
             if len(tail) > allowance and not urgent:
                 return 0  # later, when more text has come: bytes stay in proportion to it
-            self._handles[-1].update(_bundle(tail, "…"), raw=True)
+            self._tail.update(_bundle(tail, "…"), raw=True)
         self._tail_sent += len(tail)
         self._last_tail = tail
-        return 2 if sealed else 1
+        return sealed + 1
 
-    def _seal(self, transcript: Transcript, thought: dict[int, float]) -> bool:
-        """Give the tail's output the blocks finished since the last seal, for good."""
+    def _show(self, bundle: dict[str, Any], display_id: str | bool) -> Any:
+        self.outputs += 1
+        return self._display(bundle, raw=True, display_id=display_id)
+
+    def _seal(self, transcript: Transcript, thought: dict[int, float]) -> int:
+        """Show the blocks finished since the last seal, for good, where the tail was; the
+        number of messages that took (0: nothing to seal yet)."""
         number = len(transcript.rounds) - 1
         text = transcript.rounds[number].stream.text
         lo = max(self._sealed.offset, 0) if self._sealed.round == number else 0
         cut = seal_point(text, lo)
         if cut - lo < max(SEAL_MIN_CHARS, self._sealed_chars // SEAL_GROWTH):
-            return False
+            return 0
         mark = Mark(number, cut)
         sealed = "\n\n".join(segment_markdown(transcript, self._sealed, mark, self.fmt, thought))
-        self._handles[-1].update(_bundle(sealed, ""), raw=True)
         self._sealed = mark
         self._sealed_chars += len(sealed)
-        return True
+        if self._tail_is_sealed_id:
+            self._tail.update(_bundle(sealed, ""), raw=True)
+            return 1
+        # The tail's own id cannot join the shared one: empty it, show the block anew under it.
+        self._tail.update({}, raw=True)
+        self._show(_bundle(sealed, ""), display_id=self._sealed_id)
+        return 2
 
     def _tail_markdown(
         self, transcript: Transcript, thought: dict[int, float], received: int
@@ -216,8 +230,8 @@ class CellView:
         return "\n\n".join(parts + status_markdown(transcript, False, shown=shown))
 
     def _finish(self, transcript: Transcript) -> None:
-        """The whole turn into the first output; the others emptied (the saved notebook keeps
-        them as outputs with no data, which every front end shows as nothing)."""
+        """The whole turn into the tail; the sealed outputs emptied by one message (the saved
+        notebook keeps them as outputs with no data, which every front end shows as nothing)."""
         markdown = transcript_markdown(
             transcript,
             final=True,
@@ -235,6 +249,6 @@ class CellView:
             plain = clip_plain(
                 answer if answer and not transcript.partial else markdown, self.max_chars
             )
-        self._handles[0].update(_bundle(markdown, plain), raw=True)
-        for handle in self._handles[1:]:
-            handle.update({}, raw=True)
+        self._tail.update(_bundle(markdown, plain), raw=True)
+        if not self._tail_is_sealed_id:
+            self._update_display({}, raw=True, display_id=self._sealed_id)

@@ -295,7 +295,6 @@ def forget_pat(config_path: Path = CONFIG_FILE) -> bool:
 
 # Shorter values are not real PATs or API keys, and replacing them would mangle ordinary words.
 MIN_SECRET_CHARS = 8
-MIN_SECRET_CHARS = 8
 # A streamed tail this long that could be the start of a secret is held back from the screen.
 MIN_HELD_PREFIX = 4
 

@@ -311,10 +311,11 @@ class ClarifaiMagics(Magics):
         _check_out_name(args.out)
         if not args.chat.strip():
             raise UsageError("--chat needs a name, e.g. --chat analysis.")
+        found = self.session.find_credentials()
         if not args.no_interpolate:
             from .prompt import interpolate
 
-            prompt = interpolate(prompt, self.shell.user_ns, secrets=self.session.secrets())
+            prompt = interpolate(prompt, self.shell.user_ns, secrets=self.session.secrets(found))
         schema = self._schema(args.schema) if args.schema else None
         response_format = fallback = None
         if schema is not None:
@@ -343,6 +344,7 @@ class ClarifaiMagics(Magics):
             new_chat=args.new,
             use_history=not args.no_history,
             tools=self.session.offered_tools(args.tools, self.shell.user_ns),
+            found=found,
         )
         fmt = "json" if schema is not None else args.format
         transcript = self.session.ask(ask, lambda: self._view(fmt), confirm=self._confirm)

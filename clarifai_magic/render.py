@@ -47,6 +47,7 @@ SHOWN_ARGUMENTS_CHARS = 4_000
 SHOWN_RESULT_CHARS = 2_000
 # After a round's tool calls: a blank line, so the answer below doesn't butt against them.
 TOOLS_SPACER = "<br>"
+THINKING_STYLE = "color:#888888"  # reasoning in grey: quoted text is not muted in JupyterLab
 
 
 class FrameBudget:
@@ -187,9 +188,10 @@ def reasoning_markdown(
     if done and seconds is not None and seconds >= 0.05:  # an instant says nothing
         label += f" · {seconds:.1f} s"
     body = quote_untrusted("", budget.take(reasoning))
-    # A quote: indented under its summary with a rule beside it (and muted where the renderer
-    # mutes quotes, as GitHub does), no style attribute to be stripped or trusted.
-    return _details(label, body)
+    # A quote, indented under its summary with a rule beside it, in grey: JupyterLab does not
+    # mute quotes as GitHub does. A mid grey reads on light and dark themes; JupyterLab's
+    # sanitizer keeps a hex colour after reload, and GitHub drops the style and mutes the quote.
+    return _details(label, f'<div style="{THINKING_STYLE}">\n\n{body}\n\n</div>')
 
 
 def answer_markdown(text: str, fmt: str) -> str:
@@ -288,7 +290,9 @@ def status_markdown(transcript: Transcript, final: bool, *, shown: bool) -> list
     if transcript.error and not _has_answer(transcript):
         return parts
     if final or transcript.status != "streaming" or transcript.usage.completion_tokens:
-        parts.append(f"<sub>{html.escape(one_line(footer(transcript)))}</sub>")
+        # The class lets the page script find answers in the page (code-block actions).
+        footer_line = html.escape(one_line(footer(transcript)))
+        parts.append(f'<sub class="clarifai-footer">{footer_line}</sub>')
     return parts
 
 

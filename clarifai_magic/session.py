@@ -51,6 +51,9 @@ class Ask:
     new_chat: bool = False
     use_history: bool = True
     tools: Mapping[str, Tool] = field(default_factory=dict)
+    # As found when the question was read (interpolation needs the secrets), so that one
+    # question reads the Clarifai CLI config once.
+    found: Credentials | None = None
 
 
 @dataclass(frozen=True)
@@ -107,10 +110,15 @@ class Session:
         self.default_tools: list[str] = []
 
     # -- pieces, made on first use -------------------------------------------------------
-    def credentials(self) -> Credentials:
+    def find_credentials(self) -> Credentials | None:
+        """The PAT and endpoint as configured (login, environment, CLI config), if any."""
+        return find_credentials(self.environ, login_pat=self.login_pat)
+
+    def credentials(self, found: Credentials | None = None) -> Credentials:
+        """What to call the API with: the offline server, or ``found`` (else looked up)."""
         if self._offline is not None:
             return Credentials(Secret("offline"), "the offline server", self._offline.api_base)
-        creds = find_credentials(self.environ, login_pat=self.login_pat)
+        creds = found or self.find_credentials()
         if creds is None:
             raise SessionError(NO_PAT_MESSAGE)
         return creds
@@ -223,20 +231,20 @@ class Session:
                 self._deleted.update(deleted)  # not lost: tried again with the next question
             raise
 
-    def secrets(self, creds: Credentials | None = None) -> list[Secret]:
-        """The PAT (given or found) and the values of ``secret_env_vars``."""
+    def secrets(self, found: Credentials | None = None) -> list[Secret]:
+        """The PAT (``found``, else looked up) and the values of ``secret_env_vars``."""
         env = os.environ if self.environ is None else self.environ
-        found = [Secret(env.get(name, "")) for name in self.settings.secret_env_vars]
+        secrets = [Secret(env.get(name, "")) for name in self.settings.secret_env_vars]
         if self.login_pat is not None:
-            found.append(self.login_pat)
-        creds = creds or find_credentials(self.environ, login_pat=self.login_pat)
-        if creds is not None:
-            found.append(creds.pat)
-        return found
+            secrets.append(self.login_pat)
+        found = found or self.find_credentials()
+        if found is not None:
+            secrets.append(found.pat)
+        return secrets
 
-    def redactor(self, creds: Credentials | None = None) -> Redactor:
+    def redactor(self, found: Credentials | None = None) -> Redactor:
         """Scrubs :meth:`secrets` from untrusted text."""
-        return Redactor(self.secrets(creds))
+        return Redactor(self.secrets(found))
 
     def offered_tools(self, names: str, namespace: Mapping[str, Any]) -> dict[str, Tool]:
         """The tools named in ``names`` (comma-separated) and the default ones, declared from
@@ -331,9 +339,11 @@ class Session:
     ) -> Transcript:
         """Run one turn; raise :class:`SessionError` before anything is sent if it can't start."""
         model = self.resolve_model(ask.request.model)
-        creds = self.credentials()
+        found = ask.found or self.find_credentials()
+        creds = self.credentials(found)
         client = self.client(creds)
-        redactor = self.redactor(creds)
+        # The real PAT is scrubbed even when the offline server answers.
+        redactor = self.redactor(found)
         ask.content = _redact_content(ask.content, redactor)
         caps = capabilities(model)
         conv = context = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -255,3 +256,28 @@ def test_credentials_repr_and_secret_never_show_the_value() -> None:
     assert Session(notebook_key=lambda: "x", settings=Settings()).redactor(creds).redact(
         f"a {TEST_PAT} b"
     ) == ("a ******** b")
+
+
+def test_one_question_reads_the_clarifai_cli_config_once(
+    shell: Any, server: OfflineServer, env: Path
+) -> None:
+    """The secrets for interpolation and the credentials for the request come from one read."""
+    config = env / ".config" / "clarifai" / "config"
+    config.parent.mkdir(parents=True)
+    config.write_text("current_context: a\ncontexts:\n  a:\n    env:\n      CLARIFAI_PAT: p\n")
+    opened: list[str] = []
+    recording = [False]
+
+    def audit(event: str, args: tuple[Any, ...]) -> None:
+        if recording[0] and event == "open" and str(args[0]) == str(config):
+            opened.append(event)
+
+    sys.addaudithook(audit)  # permanent in this process; inert once ``recording`` is off
+    server.enqueue(text("Fine."))
+    recording[0] = True
+    try:
+        out = run(shell, "%%clarifai\nHow is {__name__}?")
+    finally:
+        recording[0] = False
+    assert out.result.success, out.stderr
+    assert len(opened) == 1, f"the CLI config was read {len(opened)} times for one question"

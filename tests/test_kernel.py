@@ -101,13 +101,17 @@ def test_a_long_answer_streams_its_bytes_about_once(kernel: Kernel, server: Offl
     assert sent <= 3 * len(answer.encode()), f"{sent / len(answer.encode()):.2f}x the answer"
     created = run.of_type("display_data")
     assert len(created) > 1, "finished blocks go to outputs of their own, sent once"
-    # At the end the first output holds the whole answer and the others are emptied.
+    # At the end the last output holds the whole answer and the others are emptied, all of them
+    # by one message (they share a display id): the answer's end is not a burst of updates.
     last: dict[str, dict[str, Any]] = {}
     for message in run.displays:
         last[message["content"]["transient"]["display_id"]] = message["content"]["data"]
-    first = created[0]["content"]["transient"]["display_id"]
-    assert answer in last.pop(first)["text/markdown"]
-    assert all(data == {} for data in last.values())
+    tail = created[-1]["content"]["transient"]["display_id"]
+    assert answer in last.pop(tail)["text/markdown"]
+    assert last and all(data == {} for data in last.values())
+    after_final = run.displays[-2:]
+    assert after_final[0]["content"]["transient"]["display_id"] == tail
+    assert after_final[1]["content"]["data"] == {}
 
 
 def test_saved_notebook_holds_the_final_answer_as_markdown(
@@ -135,8 +139,8 @@ def test_saved_notebook_holds_the_final_answer_as_markdown(
     # One Markdown output holds the whole answer; the outputs that held its blocks while it
     # streamed are left empty (every front end shows nothing for them).
     shown = [o for o in outputs if o.data]
-    assert len(shown) == 1 and outputs[0] is shown[0]
-    markdown = outputs[0].data["text/markdown"]
+    assert len(shown) == 1 and outputs[-1] is shown[0]
+    markdown = outputs[-1].data["text/markdown"]
     assert answer in markdown
     assert "<summary>Thinking</summary>" in markdown and "Compute both." in markdown
     assert TEST_PAT not in path.read_text()

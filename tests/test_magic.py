@@ -391,7 +391,7 @@ def test_an_open_code_fence_cannot_swallow_the_error_and_footer(
     server.enqueue(mid_stream_error("Here:\n```python\nx = 1\n"))
     markdown = final_markdown(run(shell, "%%clarifai\ncode"))
     code_end = markdown.index("```", markdown.index("```python") + 3)
-    assert code_end < markdown.index("**Error.**") < markdown.index("<sub>")
+    assert code_end < markdown.index("**Error.**") < markdown.index("<sub")
 
 
 def test_reasoning_shows_code_as_written_and_cannot_close_the_section(

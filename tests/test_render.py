@@ -19,6 +19,7 @@ import pytest
 
 from clarifai_magic.engine import Round, ToolActivity, Transcript
 from clarifai_magic.render import (
+    THINKING_STYLE,
     history_markdown,
     safe_markdown_within,
     tool_summary,
@@ -70,6 +71,9 @@ def tags(markdown: str) -> list[tuple[str, list[tuple[str, str | None]]]]:
 def assert_inert(markdown: str) -> None:
     """No element outside the allowed set, no event handler, no URL fetched by the page."""
     for tag, attrs in tags(markdown):
+        if tag == "div":  # only ours, around reasoning
+            assert attrs == [("style", THINKING_STYLE)], f"<div {attrs}> got through:\n{markdown}"
+            continue
         assert tag in ALLOWED_TAGS, f"<{tag}> got through:\n{markdown}"
         for name, value in attrs:
             if name == "style" and tag in ("th", "td"):  # the renderer's column alignment
@@ -148,8 +152,20 @@ def test_every_untrusted_place_of_a_turn_is_escaped(payload: str) -> None:
     assert_inert(markdown)
     # Our own markup is still markup: the sections and the footer.
     assert [t for t, _ in tags(markdown)].count("details") == 2
-    assert "<sub>" in render(markdown)
+    assert "<sub" in render(markdown)
     assert "**Error.**" in markdown
+
+
+def test_thinking_is_folded_quoted_grey_and_says_how_long() -> None:
+    turn = transcript(text="Six.", reasoning="Two threes make six.\n\nSo: six.")
+    html_ = render(transcript_markdown(turn, final=True, thought={0: 2.04}))
+    assert "<summary>Thinking · 2.0 s</summary>" in html_
+    inside = html_.split(f'<div style="{THINKING_STYLE}">', 1)[1].split("</div>", 1)[0]
+    # Both paragraphs of the reasoning are in the grey block, quoted; the answer is not.
+    assert inside.strip().startswith("<blockquote>")
+    assert "Two threes make six." in inside and "So: six." in inside
+    assert "Six." not in inside.replace("six.", "")
+    assert html_.index("</details>") < html_.index("<p>Six.</p>")
 
 
 def test_code_keeps_its_text_as_written() -> None:
@@ -320,7 +336,7 @@ def test_a_display_past_its_limit_shows_the_head_and_says_why() -> None:
     # The cut block is closed: the notice and the footer are outside it.
     html = render(markdown)
     assert "too long to show in full" in html.rsplit("</pre>", 1)[1]
-    assert "<sub>" in html.rsplit("</pre>", 1)[1]
+    assert "<sub" in html.rsplit("</pre>", 1)[1]
     # Under the limit nothing changes.
     assert transcript_markdown(turn, final=True) == transcript_markdown(
         turn, final=True, max_chars=len(text) * 2
@@ -419,7 +435,7 @@ def test_an_error_before_any_answer_is_said_alone() -> None:
     turn = transcript(status="error", error="The model gpt-x does not exist.")
     markdown = transcript_markdown(turn, final=True)
     assert "does not exist" in markdown
-    assert "<sub>" not in markdown and "token usage" not in markdown
+    assert "<sub" not in markdown and "token usage" not in markdown
 
 
 def test_a_tool_call_is_one_short_line_and_its_json_result_is_pretty_printed() -> None:

@@ -36,6 +36,12 @@ def test_answer_streams_into_the_cell_as_rendered_markdown(
     expect(thinking).to_have_count(1)
     assert thinking.evaluate("d => d.open") is False, "the reasoning starts folded"
     expect(thinking.get_by_text("Compute.")).to_be_hidden()
+    thinking.locator("summary").click()
+    reasoning = thinking.locator("blockquote", has_text="Compute.")
+    expect(reasoning).to_be_visible()  # indented under its summary, in grey, unlike the answer
+    assert reasoning.evaluate("e => getComputedStyle(e).color") == "rgb(136, 136, 136)"
+    answer_color = out.locator("strong", has_text="mean").evaluate("e => getComputedStyle(e).color")
+    assert answer_color != "rgb(136, 136, 136)"
     expect(out.locator("sub")).to_contain_text("gpt-4o")
     # The stream updated one display in place rather than appending outputs.
     expect(out.locator(".jp-OutputArea-output")).to_have_count(1)

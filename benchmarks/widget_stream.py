@@ -4,14 +4,15 @@ Starts the offline server in this process and one real ipykernel (this interpret
 the same answers through, side by side in that kernel:
 
 * ``cell``: ``%%clarifai --no-history`` (the cell view: sealed blocks, only the tail redrawn);
+* ``panel``: the chat panel (``ChatPanel.send``, a new conversation each time), whose answer
+  is Output widgets updated by comm messages;
 * ``naive``: a full-redraw view, the raw ``openai`` client redrawing the whole answer (escaped by
   ``safe_markdown``) at most 20 times a second: what the cell view did before.
 
-For each it prints, from the IOPub messages the kernel sent: display bytes ÷ answer bytes (the
-MIME bundles as JSON, UTF-8), display messages per second (and the most in any one second) and
-the time from the cell's start to the first display showing answer text (next to when the raw
-client got its first chunk). The chat panel is not measured here: its view (``PanelView``) was
-replaced by ``panel_view.AppendView``, which has no ``show()`` to drive from outside.
+For each it prints, from the IOPub messages the kernel sent: bytes sent ÷ answer bytes (display
+MIME bundles as JSON, UTF-8; for the panel, the ``data`` of every comm message, widget creation
+included), messages per second (and the most in any one second) and the time from the cell's
+start to the first message showing answer text (next to when the raw client got its first chunk).
 
 Run ``python benchmarks/widget_stream.py`` (about 2 minutes); ``--smoke`` runs tiny sizes (the
 test suite does, so it cannot rot); ``--json PATH`` dumps every figure.
@@ -43,7 +44,10 @@ from stream_overhead import (  # noqa: E402
     prerendered,
 )
 
+from stream_overhead import Display  # noqa: E402
+
 from clarifai_magic.offline import OfflineServer  # noqa: E402
+from clarifai_magic.widget import MODEL_LABEL  # noqa: E402
 
 CHUNK_CHARS = 4  # about one token of English
 
@@ -75,6 +79,22 @@ _t0 = time.time()
 get_ipython().run_cell_magic("clarifai", "--no-history --out _bench_answer", {prompt!r})
 _bench = {{"t0": _t0, "elapsed": time.time() - _t0,
           "sha": _bench_answer and hashlib.sha256(_bench_answer.encode()).hexdigest()}}
+"""
+
+PANEL_SETUP_CELL = """
+from clarifai_magic.widget import ChatPanel as _ChatPanel
+_session = get_ipython()._clarifai_magics.session
+_panel = _ChatPanel(_session, chat={chat!r}, list_models=False)
+_bench = {{}}
+"""
+
+PANEL_CELL = """
+_t0 = time.time()
+_panel.send({prompt!r}).join()
+_context = _session.store.context(_session.conversation({chat!r}))
+_text = _context.messages[-1].message["content"]
+_bench = {{"t0": _t0, "elapsed": time.time() - _t0,
+          "sha": hashlib.sha256(_text.encode()).hexdigest()}}
 """
 
 NAIVE_CELL = """
@@ -137,20 +157,32 @@ def measure(run: CellRun, view: str, case: Case, answer: str, first_text: float 
 
 
 class TextKernel(Kernel):
-    """The benchmark kernel, also noting when a display first shows a given text."""
+    """The benchmark kernel, also noting when a display first shows a given text, and keeping
+    the comm messages (widget updates: sent from the panel's thread, with no cell as parent)."""
 
-    def run_watching(self, code: str, needle: str) -> tuple[CellRun, float | None]:
-        self.needle, self.first_seen = needle, None
+    def run_watching(
+        self, code: str, needle: str, *, comms: bool = False
+    ) -> tuple[CellRun, float | None]:
+        self.needle, self.first_seen, self.watch_comms = needle, None, comms
+        self.comms: list[Display] = []
         run = self.run(code)
+        if comms:
+            run.displays = self.comms
         return run, self.first_seen
 
     def _next(self, get, deadline, code):  # type: ignore[no-untyped-def, override]
         msg = super()._next(get, deadline, code)
         needle = getattr(self, "needle", None)
-        if (
+        kind = msg["msg_type"]
+        if getattr(self, "watch_comms", False) and kind in ("comm_open", "comm_msg"):
+            data = json.dumps(msg["content"]["data"], ensure_ascii=False)
+            self.comms.append(Display(kind, len(data.encode()), msg["header"]["date"]))
+            if self.first_seen is None and needle and json.dumps(needle)[1:-1] in data:
+                self.first_seen = msg["header"]["date"]
+        elif (
             needle
             and self.first_seen is None
-            and msg["msg_type"] in ("display_data", "update_display_data")
+            and kind in ("display_data", "update_display_data")
             and needle in msg["content"]["data"].get("text/markdown", "")
         ):
             self.first_seen = msg["header"]["date"]
@@ -161,13 +193,18 @@ def run_case(kernel: TextKernel, srv: OfflineServer, case: Case) -> list[ViewRun
     answer = make_answer(case.chars)
     sha = hashlib.sha256(answer.encode()).hexdigest()
     needle = answer[: CHUNK_CHARS - 1]
+    chat = f"bench-{hashlib.sha256(case.name.encode()).hexdigest()[:8]}-{id(case)}"
     results = []
     for view, code in (
         ("cell", MAGIC_CELL.format(prompt=PROMPT)),
+        ("panel", PANEL_CELL.format(prompt=PROMPT, chat=chat)),
         ("naive", NAIVE_CELL.format(model=RAW_MODEL, prompt=PROMPT)),
     ):
+        if view == "panel":  # the panel's own widgets are made once, not per answer
+            kernel.run(PANEL_SETUP_CELL.format(chat=chat))
         srv.enqueue(prerendered(answer, case.chunks, case.delay))
-        run, seen = kernel.run_watching(code, needle)
+        watched = MODEL_LABEL + needle if view == "panel" else needle
+        run, seen = kernel.run_watching(code, watched, comms=view == "panel")
         if run.values["sha"] != sha:
             raise KernelError(f"The {view} cell's answer differs from what the server streamed.")
         first = None if seen is None else seen.timestamp() - run.values["t0"]

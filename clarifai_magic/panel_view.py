@@ -1,77 +1,27 @@
 """Append-only streaming of one answer into the chat panel.
 
-An answer is a box of Output widgets. Finished Markdown blocks (at a blank line outside code
-fences and folded sections) are *sealed*: sent once in a widget of their own and never again.
-Only the open tail is redrawn, and a byte budget keeps redraws to about ``CREDIT`` times the new
-text: so what goes over the wire grows with the answer's size, not with how long it streams (a
-whole-answer redraw, 20 times a second, re-sends a slow answer hundreds of times).
-
-Splitting is safe because every piece is a slice of the turn's Markdown made by
-:func:`~clarifai_magic.render.transcript_markdown` (everything untrusted already escaped), cut only
-where CommonMark ends a block anyway, so each piece renders as it would inside the whole.
+An answer is a box of Output widgets. :class:`~clarifai_magic.sealing.Sealer` decides what to
+send, as for the cell: each sealed block goes into the Output widget that showed the tail, never
+to be updated again, and a new widget below takes the tail. So what goes over the wire grows with
+the answer's size, not with how long it streams (a whole-answer redraw, 20 times a second,
+re-sends a slow answer hundreds of times). Unlike the cell, the pieces stay: the panel is live.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import ipywidgets as widgets
 
-from .render import MAX_UPDATES_PER_SECOND, transcript_markdown
+from .sealing import Sealer
 from .transcript import Transcript
-
-# Redraws may send about this many bytes per byte of new Markdown (sealing sends it once more).
-CREDIT = 2.0
-# Sealed pieces are at least this long, and at least 1/SEAL_GROWTH of what is sealed already: a
-# new piece costs a few hundred bytes of widget state plus the answer's list of pieces, so pieces
-# grow with the answer and their number grows only with its logarithm.
-MIN_SEAL_CHARS = 768
-SEAL_GROWTH = 8
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 
 
 def markdown_output(markdown: str) -> tuple[dict[str, Any], ...]:
     return ({"output_type": "display_data", "data": {"text/markdown": markdown}, "metadata": {}},)
-
-
-def seal_point(markdown: str, start: int = 0) -> int:
-    """The last offset after ``start`` where ``markdown`` may be cut into independent pieces.
-
-    A cut goes just after a blank line that is outside code fences and ``<details>`` sections
-    and is not followed by an indented line (list continuations, indented code). ``start`` is
-    assumed to be a cut point itself. Returns ``start`` when there is none.
-    """
-    best = start
-    fence: str | None = None
-    details = 0
-    pos = start
-    lines = markdown[start:].split("\n")
-    for number, line in enumerate(lines[:-1]):  # the last line may still be growing
-        end = pos + len(line) + 1
-        match = _FENCE.match(line)
-        if fence is not None:
-            closing = match and match.group(1)[0] == fence[0] and len(match.group(1)) >= len(fence)
-            if closing and not line.strip().strip(fence[0]):
-                fence = None
-        elif match:
-            fence = match.group(1)
-        else:
-            details += line.count("<details>") - line.count("</details>")
-            following = lines[number + 1]
-            if (
-                not line.strip()
-                and details <= 0
-                and following.strip()
-                and not following[0].isspace()
-                and number > 0
-            ):
-                best = end
-        pos = end
-    return best
 
 
 @dataclass
@@ -94,18 +44,12 @@ class AppendView:
 
     def __init__(self, box: widgets.Box, *, label: str = "", max_chars: int | None = None) -> None:
         self.box = box
-        self.label = label
-        self.max_chars = max_chars
-        self.layout = widgets.Layout(
-            margin="0", flex="0 0 auto"
-        )  # shared: one Layout model for all pieces
-        self.sealed = ""  # Markdown already sent in sealed pieces
-        self.drawn = ""  # what the open piece shows
-        self.credit = 0.0
-        self.seen = 0  # Markdown length at the last show(), to earn credit for new text
-        self.next_at = 0.0
+        # Shared: one Layout model for all pieces.
+        self.layout = widgets.Layout(margin="0", flex="0 0 auto")
+        # A seal sets the piece's outputs, adds a piece and re-lists the box's children.
+        self.sealer = Sealer(label=label, max_chars=max_chars, seal_messages=2)
         self.stats = StreamStats()
-        self.open = self._piece(label + "*Waiting for the model…*")
+        self.open = self._piece(self.sealer.waiting())
         self._set_children((self.open,))
 
     def _piece(self, markdown: str) -> widgets.Output:
@@ -124,43 +68,32 @@ class AppendView:
         self.stats.bytes_sent += len(markdown.encode())
 
     def show(self, transcript: Transcript, *, final: bool = False, force: bool = False) -> None:
-        now = time.monotonic()
-        if not (final or force) and now < self.next_at:
-            return
-        markdown = self.label + transcript_markdown(
-            transcript, final=final, max_chars=self.max_chars
-        )
-        self.credit += CREDIT * max(0, len(markdown) - self.seen)
-        self.seen = len(markdown)
-        if not markdown.startswith(self.sealed):
-            # An earlier piece changed (a "Thinking…" label settled, the answer was clipped):
-            # draw it whole again, once.
-            self._restart(markdown)
-        else:
-            cut = seal_point(markdown, len(self.sealed))
-            least = max(MIN_SEAL_CHARS, len(self.sealed) // SEAL_GROWTH)
-            due = not final and cut - len(self.sealed) >= least
-            # A piece due to be sealed is drawn alone, so sealing it sends nothing again.
-            target = markdown[len(self.sealed) : cut] if due else markdown[len(self.sealed) :]
-            if target != self.drawn and (final or force or self.credit >= len(target)):
-                self.credit = max(0.0, self.credit - len(target))
-                self._draw(target)
-            if due and self.drawn == target:
-                self.sealed = markdown[:cut]
-                self.open = self._piece("")
-                self.drawn = ""
-                self._set_children((*self.box.children, self.open))
         if self.stats.first_text_at is None and transcript.answer:
-            self.stats.first_text_at = now
-        self.next_at = now + 1 / MAX_UPDATES_PER_SECOND
+            self.stats.first_text_at = time.monotonic()
+        if final:
+            rest = self.sealer.final_tail(transcript)
+            if rest is not None:
+                self._draw(rest)
+            elif len(self.box.children) == 1:  # nothing sealed: the open piece takes it all
+                self._draw(self.sealer.whole(transcript))
+            else:  # clipped: the sealed pieces can't stay, the whole turn goes in one
+                self._restart(self.sealer.whole(transcript))
+            return
+        frame = self.sealer.step(transcript, force=force)
+        if frame is None:
+            return
+        if frame.sealed is not None:
+            self._draw(frame.sealed)  # for good: the piece is never drawn again
+            self.open = self._piece(frame.tail or "")
+            self._set_children((*self.box.children, self.open))
+        elif frame.tail is not None:
+            self._draw(frame.tail)
 
-    def _draw(self, tail: str) -> None:
-        self.open.outputs = markdown_output(tail)
-        self.drawn = tail
-        self._count(tail)
+    def _draw(self, markdown: str) -> None:
+        self.open.outputs = markdown_output(markdown)
+        self._count(markdown)
 
     def _restart(self, markdown: str) -> None:
-        self.sealed, self.drawn = "", markdown
         for child in self.box.children:
             child.close()
         self.open = self._piece(markdown)

@@ -47,6 +47,7 @@ SHOWN_ARGUMENTS_CHARS = 4_000
 SHOWN_RESULT_CHARS = 2_000
 # After a round's tool calls: a blank line, so the answer below doesn't butt against them.
 TOOLS_SPACER = "<br>"
+WAITING = "*Waiting for the model…*"
 THINKING_STYLE = "color:#888888"  # reasoning in grey: quoted text is not muted in JupyterLab
 
 
@@ -286,7 +287,7 @@ def status_markdown(transcript: Transcript, final: bool, *, shown: bool) -> list
     elif transcript.error:
         parts.append(quote_untrusted("⚠️ **Error.** ", transcript.error))
     if not parts and not shown and not final:
-        parts.append("*Waiting for the model…*")
+        parts.append(WAITING)
     if transcript.error and not _has_answer(transcript):
         return parts
     if final or transcript.status != "streaming" or transcript.usage.completion_tokens:

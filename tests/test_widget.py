@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 from clarifai_magic.panel_keys import SEND_MARK
-from clarifai_magic.panel_view import seal_point
 from clarifai_magic.testing import OfflineServer, http_error, text, tool_calls
 from clarifai_magic.widget import ChatPanel
 
@@ -261,11 +260,3 @@ def test_chat_api_shows_a_panel_as_the_last_expression(shell: Any, server: Offli
     assert {"application/vnd.jupyter.widget-view+json"} <= kinds[0] | {"text/plain"}
     assert any("application/javascript" in k for k in kinds)  # Enter sends, Copy copies
 
-
-def test_seal_points_are_outside_code_and_folded_sections() -> None:
-    text_ = "Para one.\n\n```\ncode\n\nmore code\n```\n\nPara two.\n\n- item\n\n  continued\n\nTail"
-    cut = seal_point(text_)
-    assert text_[:cut].endswith("  continued\n\n")
-    assert seal_point("```\na\n\nb\n") == 0  # inside an open fence: nothing to seal
-    details = "<details><summary>x</summary>\n\nbody\n\n</details>\n\nAfter"
-    assert details[: seal_point(details)].endswith("</details>\n\n")

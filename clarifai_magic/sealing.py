@@ -1,0 +1,246 @@
+"""What to send while a turn streams, append-only: finished blocks once, the open tail within a
+byte budget. Plain Python; the cell's view and the chat panel only show what this decides.
+
+Redrawing the whole answer at every frame sends bytes that grow with how long the answer takes,
+not with its size. Here finished blocks of the answer (cut by
+:func:`~clarifai_magic.safe_markdown.seal_point`: at a blank line, outside code, where a block
+renders alone as it does in the whole) are *sealed*: shown once, whole, and never updated again;
+only the open block below them (the *tail*) is redrawn. Tail redraws are held to a byte budget in
+proportion to the text received, so display bytes ÷ answer bytes stays under 3 at any length and
+speed, at most 20 frames a second, and an answer's first text is drawn at once.
+
+Every piece is made by :func:`segment_markdown` from the turn (untrusted text escaped by
+:func:`~clarifai_magic.safe_markdown.safe_markdown`, each sealed block and the tail as a whole).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .options import DEFAULT_MAX_DISPLAY_CHARS
+from .render import (
+    MAX_UPDATES_PER_SECOND,
+    TOOLS_SPACER,
+    WAITING,
+    TextBudget,
+    answer_markdown,
+    reasoning_markdown,
+    status_markdown,
+    tool_markdown,
+    transcript_markdown,
+)
+from .safe_markdown import seal_point
+from .transcript import Transcript
+
+# Seal once this much is sealable, or a sixteenth of what is sealed already: a long answer uses a
+# few dozen pieces, not thousands, while the tail, redrawn, stays small.
+SEAL_MIN_CHARS = 240
+SEAL_GROWTH = 16
+# Tail redraws may send this many characters per character received, plus a start-up allowance
+# (the first frames of a short answer); sealed blocks (1x) and the final frame (1x) come on top.
+TAIL_RATIO = 0.3
+TAIL_SLACK = 250
+TOO_LONG_WHILE_STREAMING = "*Still streaming: too long to show here until it ends…*"
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A place in a turn: round ``round``, before its reasoning (``offset`` -1) or after
+    ``offset`` characters of its answer text."""
+
+    round: int
+    offset: int
+
+
+START = Mark(0, -1)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What to send now: ``sealed``, blocks finished since the last seal, to show for good where
+    the tail was (the tail then moves below them); ``tail``, the open part to (re)draw."""
+
+    sealed: str | None = None
+    tail: str | None = None
+
+
+def segment_markdown(
+    transcript: Transcript,
+    start: Mark,
+    end: Mark | None,
+    fmt: str,
+    thought: dict[int, float],
+    *,
+    final: bool = False,
+) -> list[str]:
+    """The Markdown parts of the turn from ``start`` to ``end`` (``None``: all that has come),
+    drawn as :func:`~clarifai_magic.render.transcript_markdown` draws them."""
+    parts: list[str] = []
+    budget = TextBudget(None)
+    last = len(transcript.rounds) - 1 if end is None else end.round
+    for number in range(start.round, last + 1):
+        round_ = transcript.rounds[number]
+        lo = start.offset if number == start.round else -1
+        if lo < 0:
+            thinking = reasoning_markdown(round_, final, budget, thought.get(number))
+            if thinking:
+                parts.append(thinking)
+            lo = 0
+        whole_round = end is None or number < end.round
+        text = round_.stream.text[lo:] if whole_round else round_.stream.text[lo : end.offset]
+        if text:
+            parts.append(answer_markdown(text, fmt))
+        if whole_round and round_.tools:
+            parts.extend(tool_markdown(activity, final, budget) for activity in round_.tools)
+            parts.append(TOOLS_SPACER)
+    return parts
+
+
+def received_size(transcript: Transcript) -> int:
+    """Characters of untrusted text received so far (kept count of, not joined: per chunk)."""
+    return sum(round_.stream.size for round_ in transcript.rounds) + sum(
+        len(activity.outcome.content)
+        for round_ in transcript.rounds
+        for activity in round_.tools
+        if activity.outcome is not None
+    )
+
+
+class Sealer:
+    """Decides the frames of one turn. ``seal_messages``: what a seal costs the view in
+    messages, counted against the frame rate. ``label`` heads the first piece, which the view
+    shows as :meth:`waiting` until the first frame."""
+
+    def __init__(
+        self,
+        fmt: str = "markdown",
+        *,
+        max_chars: int | None = DEFAULT_MAX_DISPLAY_CHARS,
+        label: str = "",
+        seal_messages: int = 2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.fmt = fmt
+        self.max_chars = DEFAULT_MAX_DISPLAY_CHARS if max_chars is None else max_chars
+        self.label = label
+        self.seal_messages = seal_messages
+        self.clock = clock
+        self.interval = 1 / MAX_UPDATES_PER_SECOND
+        self.sealed = START  # everything before this is shown for good
+        self._next_at = 0.0
+        self._tail_sent = 0  # characters of tail frames sent: what the byte budget bounds
+        self._sealed_chars = 0
+        self._last_tail: str | None = self.waiting()
+        # When each round's reasoning and answer began, to say how long it thought.
+        self._reasoning_at: dict[int, float] = {}
+        self._answer_at: dict[int, float] = {}
+
+    def waiting(self) -> str:
+        return self.label + WAITING
+
+    def step(self, transcript: Transcript, *, force: bool = False) -> Frame | None:
+        """The frame to send now, or None when it is not time for one (rate and byte budget)."""
+        now = self.clock()
+        first_text = self._note_times(transcript, now)
+        if not (force or first_text) and now < self._next_at:
+            return None
+        frame = self._frame(transcript, urgent=force or first_text)
+        messages = (self.seal_messages if frame.sealed is not None else 0) + (
+            frame.tail is not None
+        )
+        # Even when nothing is sent (the byte budget said wait): looking costs a join of the
+        # text, which per chunk would be quadratic.
+        self._next_at = now + max(messages, 1) * self.interval
+        return frame if messages else None
+
+    def whole(self, transcript: Transcript) -> str:
+        """The whole turn, drawn final: what stays in a saved notebook."""
+        return self.label + transcript_markdown(
+            transcript,
+            final=True,
+            fmt=self.fmt,
+            max_chars=self.max_chars,
+            thought=self.thought(transcript),
+        )
+
+    def final_tail(self, transcript: Transcript) -> str | None:
+        """What follows the sealed blocks, drawn final; None when the sealed blocks can't stay
+        (nothing sealed, or the turn is clipped): then show :meth:`whole` instead."""
+        if self.sealed == START or received_size(transcript) > self.max_chars:
+            return None
+        thought = self.thought(transcript)
+        parts = segment_markdown(transcript, self.sealed, None, self.fmt, thought, final=True)
+        return "\n\n".join(parts + status_markdown(transcript, True, shown=True))
+
+    def thought(self, transcript: Transcript) -> dict[int, float]:
+        end = transcript.ended or self.clock()
+        return {
+            number: self._answer_at.get(number, end) - began
+            for number, began in self._reasoning_at.items()
+        }
+
+    def _note_times(self, transcript: Transcript, now: float) -> bool:
+        """Record when the last round started thinking and answering; True when its answer
+        text first appears (drawn at once, so the first words show within a frame)."""
+        if not transcript.rounds:
+            return False
+        number = len(transcript.rounds) - 1
+        if number in self._answer_at:
+            return False  # checked no more: joining the text per chunk would be quadratic
+        stream = transcript.rounds[number].stream
+        if number not in self._reasoning_at and stream.reasoning:
+            self._reasoning_at[number] = now
+        if stream.text or stream.tool_calls:
+            self._answer_at[number] = now
+            return bool(stream.text)
+        return False
+
+    def _frame(self, transcript: Transcript, *, urgent: bool) -> Frame:
+        received = received_size(transcript)
+        thought = self.thought(transcript)
+        sealed = None
+        if self.fmt == "markdown" and transcript.rounds and received <= self.max_chars:
+            sealed = self._seal(transcript, thought)
+        tail = self._tail_markdown(transcript, thought, received)
+        if sealed is None:
+            if tail == self._last_tail:
+                return Frame()
+            allowance = TAIL_RATIO * received + TAIL_SLACK - self._tail_sent
+            if len(tail) > allowance and not urgent:
+                return Frame()  # later, when more text has come: bytes stay in proportion
+        self._tail_sent += len(tail)
+        self._last_tail = tail
+        return Frame(sealed, tail)
+
+    def _seal(self, transcript: Transcript, thought: dict[int, float]) -> str | None:
+        """The blocks finished since the last seal, if there are enough to seal now."""
+        number = len(transcript.rounds) - 1
+        text = transcript.rounds[number].stream.text
+        lo = max(self.sealed.offset, 0) if self.sealed.round == number else 0
+        cut = seal_point(text, lo)
+        if cut - lo < max(SEAL_MIN_CHARS, self._sealed_chars // SEAL_GROWTH):
+            return None
+        mark = Mark(number, cut)
+        label = self.label if self.sealed == START else ""
+        parts = segment_markdown(transcript, self.sealed, mark, self.fmt, thought)
+        sealed = label + "\n\n".join(parts)
+        self.sealed = mark
+        self._sealed_chars += len(sealed)
+        return sealed
+
+    def _tail_markdown(
+        self, transcript: Transcript, thought: dict[int, float], received: int
+    ) -> str:
+        label = self.label if self.sealed == START else ""
+        if received > self.max_chars:
+            parts = [TOO_LONG_WHILE_STREAMING]
+        elif self.fmt == "markdown":
+            parts = segment_markdown(transcript, self.sealed, None, self.fmt, thought)
+        else:  # not sealed: a <pre> or JSON block is redrawn whole, within the byte budget
+            return label + transcript_markdown(
+                transcript, final=False, fmt=self.fmt, max_chars=self.max_chars, thought=thought
+            )
+        shown = bool(parts) or self.sealed != START
+        return label + "\n\n".join(parts + status_markdown(transcript, False, shown=shown))

@@ -230,7 +230,7 @@ class LineCommands:
             **bounded,
             question=redact(args.ask),
         )
-        program = make_program(request, args.to)
+        program = make_program(request, args.to, output=args.output)
         if args.cell:
             if program.lang != "python" or args.output:
                 raise UsageError(
@@ -241,20 +241,24 @@ class LineCommands:
         how = f"`{program.install}`, then " if program.install else ""
         if not args.output:
             run = program.run.replace("FILE", f"app{program.suffix}")
+            large = f"{program.size_note()}\n\n" if program.size_note() else ""
             self.out.markdown(
-                f"The next request of {code_span(conv.name)} for **{program.target}** "
+                f"{large}The next request of {code_span(conv.name)} for **{program.target}** "
                 f"(save it as `app{program.suffix}`; {how}`{run}` with `CLARIFAI_PAT` set; "
                 "`-o FILE` writes it):\n\n" + fenced(program.code, program.lang)
             )
             return
         try:
-            write_program(args.output, program.code, force=args.force)
+            written = write_program(args.output, program, force=args.force)
         except ExportError as exc:
             raise UsageError(str(exc)) from None
         run = program.run.replace("FILE", shlex.quote(args.output))
         steps = f"{program.install}, then " if program.install else ""
+        images = ""
+        if written[1:]:
+            images = f" and the images it reads, {', '.join(written[1:])}"
         self.out.text(
-            f"Wrote {args.output} ({program.target}). To run it: {steps}{run} "
+            f"Wrote {args.output}{images} ({program.target}). To run it: {steps}{run} "
             "with CLARIFAI_PAT set (and CLARIFAI_API_BASE for another endpoint)."
         )
 

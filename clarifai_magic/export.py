@@ -4,22 +4,29 @@
 URL, the messages so far (system prompt, tool calls and results included), the tools offered and
 the options given on the export line. :func:`export_program` writes it as a runnable program for
 one of :data:`TARGETS`: the ``openai`` Python client, LiteLLM and ``curl`` here, the Node targets
-in :mod:`clarifai_magic.export_node`. Every string that came from the conversation is untrusted, so
-it enters the program only as a literal (:func:`literal`, or shell quoting for curl): no message can
-end its string and become code. The PAT is read from ``CLARIFAI_PAT`` at run time and never
-written. Pure: no IPython here.
+in :mod:`clarifai_magic.export_node`. Images stay inline as data URLs, except that a program
+written to a file (``-o``) keeps each image over :data:`INLINE_IMAGE_MAX_CHARS` in a file beside
+it (:class:`ImageFile`), which it reads at run time relative to its own location. Every string
+that came from the conversation is untrusted, so it enters the program only as a literal
+(:func:`literal`, or shell quoting for curl): no message can end its string and become code. The
+PAT is read from ``CLARIFAI_PAT`` at run time and never written. Pure: no IPython here.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import keyword
+import mimetypes
 import re
 import shlex
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 TARGETS = ("openai-python", "openai-node", "vercel-ai", "litellm", "curl")
 DEFAULT_API_HOST = "https://api.clarifai.com"
@@ -27,8 +34,17 @@ OPENAI_PATH = "/v2/ext/openai/v1"
 DEFAULT_QUESTION = "Please continue."
 # Tool rounds an exported program runs before it stops (the magic's default, too).
 MAX_ROUNDS = 10
-# Images are kept inline as data URLs; past this many characters in all, the program says so.
-BIG_IMAGES_CHARS = 1_000_000
+# A data URL longer than this goes into a file beside a program written with -o (inline, it
+# would make the program hard to read and edit); without -o the cell suggests -o.
+INLINE_IMAGE_MAX_CHARS = 256 * 1024
+# `data:<type>;base64,<data>`: the only data URLs a program can rebuild byte for byte from a file.
+_DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+);base64,([A-Za-z0-9+/]*={0,2})", re.ASCII)
+_EXTENSIONS = {
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/gif": ".gif",
+    "image/webp": ".webp",
+}
 # The keys of a stored message that are part of the chat completions API (no store extras).
 _MESSAGE_KEYS = ("role", "content", "tool_calls", "tool_call_id", "name")
 # Characters JSON leaves raw that a source file should not hold raw: lone surrogates can't be
@@ -68,6 +84,20 @@ class ExportRequest:
 
 
 @dataclass(frozen=True)
+class ImageFile:
+    """An image a program reads at run time: ``path`` is relative to the program's folder."""
+
+    path: str  # POSIX form, e.g. "app_images/1.png"
+    mime: str
+    data: bytes = field(repr=False)
+
+    @property
+    def url_path(self) -> str:
+        """``path`` as a relative URL (Node resolves it against ``import.meta.url``)."""
+        return quote(self.path)
+
+
+@dataclass(frozen=True)
 class Program:
     """An exported program: its code, and what to tell the user about running it."""
 
@@ -78,6 +108,23 @@ class Program:
     install: str  # the command that installs what it needs ("" for curl)
     run: str  # how to run it, with FILE where its name goes
     notes: list[str] = field(default_factory=list)
+    images: list[ImageFile] = field(default_factory=list)  # written beside the program
+    inline_image_chars: int = 0  # characters of data URLs written inline in `code`
+    large_inline_images: int = 0  # of those, the ones -o would keep in files
+
+    def size_note(self) -> str:
+        """What the cell says when the code holds large images inline ("" when it doesn't)."""
+        n = self.large_inline_images
+        if not n:
+            return ""
+        size = self.inline_image_chars
+        shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{max(size // 1000, 1)} kB"
+        images = "a large image" if n == 1 else f"{n} large images"
+        return (
+            f"This export is large: it holds {images} inline as data URLs ({shown} of code). "
+            "`-o FILE` writes large images as files beside the program, which reads them when "
+            "it runs."
+        )
 
 
 def clean_messages(
@@ -115,6 +162,10 @@ def literal(value: Any, lang: str, indent: int = 0) -> str:
         return json.dumps(value)
     if isinstance(value, str):
         return json_string(value)
+    if isinstance(value, ImageFile):  # read at run time by the program's own helper
+        if lang == "python":
+            return f"image_url({json_string(value.path)}, {json_string(value.mime)})"
+        return f"imageURL({json_string(value.url_path)}, {json_string(value.mime)})"
     if isinstance(value, list):
         if not value:
             return "[]"
@@ -131,15 +182,75 @@ def literal(value: Any, lang: str, indent: int = 0) -> str:
     raise TypeError(f"not JSON data: {type(value).__name__}")
 
 
-def image_chars(messages: list[dict[str, Any]]) -> int:
-    """Characters of image data URLs in ``messages``."""
-    total = 0
+def _image_parts(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``image_url`` objects (``{"url": ...}``) of ``messages``' content parts."""
+    found = []
     for message in messages:
         content = message.get("content")
         for part in content if isinstance(content, list) else []:
-            if isinstance(part, dict) and part.get("type") == "image_url":
-                total += len(str((part.get("image_url") or {}).get("url", "")))
-    return total
+            if (
+                isinstance(part, dict)
+                and part.get("type") == "image_url"
+                and isinstance(part.get("image_url"), dict)
+            ):
+                found.append(part["image_url"])
+    return found
+
+
+def image_chars(messages: list[dict[str, Any]]) -> int:
+    """Characters of image data URLs written inline in ``messages``."""
+    urls = [part.get("url") for part in _image_parts(messages)]
+    return sum(len(url) for url in urls if isinstance(url, str))
+
+
+def _decode_data_url(url: str) -> tuple[str, bytes] | None:
+    """The MIME type and bytes of a base64 data URL, if a program can rebuild it exactly."""
+    found = _DATA_URL.fullmatch(url)
+    if not found:
+        return None
+    try:
+        data = base64.b64decode(found.group(2), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    # Non-canonical base64 (stray bits in the padding) would come back different: keep it inline.
+    if base64.b64encode(data).decode("ascii") != found.group(2):
+        return None
+    return found.group(1), data
+
+
+def images_dir(output: str) -> str:
+    """The folder beside ``output`` for its images: the program's stem + ``_images``."""
+    return Path(output).stem + "_images"
+
+
+def externalize_images(
+    request: ExportRequest, folder: str, inline_max: int = INLINE_IMAGE_MAX_CHARS
+) -> tuple[ExportRequest, list[ImageFile]]:
+    """``request`` with every data URL over ``inline_max`` characters replaced by an
+    :class:`ImageFile` under ``folder`` (numbered in order; the same image once)."""
+    messages = json.loads(json.dumps(request.messages))  # a deep copy, edited in place
+    files: dict[str, ImageFile] = {}
+    for part in _image_parts(messages):
+        url = part.get("url")
+        if not isinstance(url, str) or len(url) <= inline_max:
+            continue
+        decoded = _decode_data_url(url)
+        if decoded is None:
+            continue
+        if url not in files:
+            mime, data = decoded
+            ext = _EXTENSIONS.get(mime) or mimetypes.guess_extension(mime) or ".bin"
+            files[url] = ImageFile(f"{folder}/{len(files) + 1}{ext}", mime, data)
+        part["url"] = files[url]
+    if not files:
+        return request, []
+    return replace(request, messages=messages), list(files.values())
+
+
+def image_files(messages: list[dict[str, Any]]) -> list[ImageFile]:
+    """The :class:`ImageFile` s ``messages`` refer to, once each, in order."""
+    found = [p.get("url") for p in _image_parts(messages)]
+    return list(dict.fromkeys(f for f in found if isinstance(f, ImageFile)))
 
 
 def common_notes(request: ExportRequest) -> list[str]:
@@ -159,8 +270,21 @@ def common_notes(request: ExportRequest) -> list[str]:
             "Temperature and max tokens: the notebook does not store them per request; "
             "add them here if your cells set them."
         )
-    if image_chars(request.messages) > BIG_IMAGES_CHARS:
-        notes.append("The conversation's images are inline below as data URLs (large).")
+    files = image_files(request.messages)
+    if files:
+        folder = files[0].path.rsplit("/", 1)[0]
+        notes.append(
+            f"The conversation's large images are read at run time from {folder}/ beside this "
+            "file (keep them together)."
+        )
+    elif any(
+        isinstance(p.get("url"), str) and len(p["url"]) > INLINE_IMAGE_MAX_CHARS
+        for p in _image_parts(request.messages)
+    ):
+        notes.append(
+            "The conversation's images are inline below as data URLs (large): "
+            "%clarifai export -o FILE writes them as files beside the program."
+        )
     return notes
 
 
@@ -224,6 +348,15 @@ def pat():
     return found
 """
 
+_PY_IMAGE_URL = """# Images are beside this file, wherever `python dir/app.py` runs from.
+HERE = Path(__file__).resolve().parent
+
+
+def image_url(path, mime):
+    # An image kept beside this program, as the data URL the notebook sent.
+    return f"data:{mime};base64," + base64.b64encode((HERE / path).read_bytes()).decode("ascii")
+"""
+
 _PY_LOOP = """def run_tool(name, arguments):
     try:
         result = TOOL_CODE[name](**json.loads(arguments or "{}"))
@@ -271,14 +404,19 @@ def ask(messages):
 
 def python_program(request: ExportRequest, *, litellm: bool) -> str:
     """The ``openai`` Python client (or LiteLLM's ``completion``) with a streamed tool loop."""
+    files = image_files(request.messages)
     head = [
+        *(["import base64"] if files else []),
         "import json",
         "import os",
         "import sys",
+        *(["from pathlib import Path"] if files else []),
         "",
         "from litellm import completion" if litellm else "from openai import OpenAI",
     ]
     parts = ["\n".join(head), _PY_BASE_URL]
+    if files:
+        parts.append(_PY_IMAGE_URL)
     parts.append(f"MODEL = {json_string(request.model)}")
     parts.append(f"MAX_ROUNDS = {MAX_ROUNDS}")
     parts.append(f"MESSAGES = {literal(request.messages, 'python')}")
@@ -338,58 +476,143 @@ def curl_program(request: ExportRequest) -> str:
             "role=tool message (the Python and Node exports do this loop)."
         )
     notes.append("With jq installed the answer's text is printed; without it, the raw stream.")
-    body_json = json.dumps(body, ensure_ascii=False, indent=2)
-    return "\n".join(
-        [
-            "#!/bin/sh",
-            comments(notes, "#"),
-            'API_BASE="${CLARIFAI_API_BASE:-' + DEFAULT_API_HOST + '}"',
-            'API_BASE="${API_BASE%/}"',
-            'case "$API_BASE" in',
-            f"  *{OPENAI_PATH}) ;;",
-            f'  *) API_BASE="$API_BASE{OPENAI_PATH}" ;;',
-            "esac",
-            ': "${CLARIFAI_PAT:?Set CLARIFAI_PAT to your Clarifai Personal Access Token.}"',
-            f"BODY={shlex.quote(body_json)}",
-            "request() {",
-            '  curl -sS -N "$API_BASE/chat/completions" \\',
-            '    -H "Authorization: Bearer $CLARIFAI_PAT" \\',
-            '    -H "Content-Type: application/json" \\',
-            '    --data-binary "$BODY"',
+    # Images kept in files go into the JSON through a stand-in, replaced by a shell step that
+    # reads the file (a JSON body can't), so split the body text where they stand.
+    tag = f"image-{uuid.uuid4().hex}-"
+    files = image_files(messages)
+
+    def stand_in(value: Any) -> str:
+        if isinstance(value, ImageFile):
+            return f"{tag}{files.index(value)}"
+        raise TypeError(f"not JSON data: {type(value).__name__}")
+
+    body_json = json.dumps(body, ensure_ascii=False, indent=2, default=stand_in)
+    steps = []
+    for n, piece in enumerate(re.split(re.escape(tag) + r"(\d+)", body_json)):
+        if n % 2:
+            image = files[int(piece)]
+            steps.append(f"  data_url {shlex.quote(image.mime)} {shlex.quote(image.path)}")
+        elif piece:
+            steps.append(f"  printf '%s' {shlex.quote(piece)}")
+    lines = [
+        "#!/bin/sh",
+        comments(notes, "#"),
+        'API_BASE="${CLARIFAI_API_BASE:-' + DEFAULT_API_HOST + '}"',
+        'API_BASE="${API_BASE%/}"',
+        'case "$API_BASE" in',
+        f"  *{OPENAI_PATH}) ;;",
+        f'  *) API_BASE="$API_BASE{OPENAI_PATH}" ;;',
+        "esac",
+        ': "${CLARIFAI_PAT:?Set CLARIFAI_PAT to your Clarifai Personal Access Token.}"',
+    ]
+    if files:
+        listed = " ".join(shlex.quote(f.path) for f in files)
+        lines += [
+            "# The folder of this script, not the current one: `sh some/dir/app.sh` works from"
+            " anywhere.",
+            'HERE=$(cd "$(dirname "$0")" && pwd)',
+            f"for IMAGE in {listed}; do",
+            '  [ -r "$HERE/$IMAGE" ] || { echo "Cannot read $HERE/$IMAGE: keep the images beside'
+            ' this script." >&2; exit 1; }',
+            "done",
+            "# An image kept beside this script, as the data URL the notebook sent.",
+            "data_url() {",
+            "  printf 'data:%s;base64,' \"$1\"",
+            "  base64 < \"$HERE/$2\" | tr -d '\\n'",
             "}",
-            "if command -v jq >/dev/null 2>&1; then",
-            "  request | sed -n 's/^data: {/{/p' \\",
-            "    | jq --unbuffered -rj '.choices[0].delta | (.content // empty), (.tool_calls"
-            ' // [] | .[] | (if .function.name then "\\n[tool call] \\(.function.name) " else ""'
-            ' end) + (.function.arguments // ""))\'',
-            "  echo",
-            "else",
-            "  request",
-            "fi",
-            "",
         ]
+    lines += [
+        "# The request's JSON, on curl's stdin: as an argument, a long one would be refused.",
+        "body() {",
+        *steps,
+        "}",
+        "request() {",
+        '  body | curl -sS -N "$API_BASE/chat/completions" \\',
+        '    -H "Authorization: Bearer $CLARIFAI_PAT" \\',
+        '    -H "Content-Type: application/json" \\',
+        "    --data-binary @-",
+        "}",
+        "if command -v jq >/dev/null 2>&1; then",
+        "  request | sed -n 's/^data: {/{/p' \\",
+        "    | jq --unbuffered -rj '.choices[0].delta | (.content // empty), (.tool_calls"
+        ' // [] | .[] | (if .function.name then "\\n[tool call] \\(.function.name) " else ""'
+        ' end) + (.function.arguments // ""))\'',
+        "  echo",
+        "else",
+        "  request",
+        "fi",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_program(path: str, program: Program | str, *, force: bool) -> list[str]:
+    """Write ``program`` to ``path`` and its images beside it; existing files only with
+    ``force``. Returns the paths written, the program's first."""
+    target = Path(path).expanduser()
+    images = program.images if isinstance(program, Program) else []
+    code = program.code if isinstance(program, Program) else program
+    # Each image path is relative to the program's folder, as the program resolves it.
+    outputs = [(target, code.encode("utf-8"))]
+    outputs += [(target.parent / image.path, image.data) for image in images]
+    if not force:
+        for file, _ in outputs:
+            if file.exists():
+                raise ExportError(
+                    f"{file} already exists: pick another name with -o, or add --force to "
+                    "replace it" + (" and its images." if images else ".")
+                )
+    written = []
+    for file, data in reversed(outputs):  # the images first: the program needs them
+        try:
+            if file != target:
+                file.parent.mkdir(exist_ok=True)
+            with file.open("wb" if force else "xb") as out:
+                out.write(data)
+        except FileExistsError:
+            raise ExportError(
+                f"{file} already exists: pick another name with -o, or add --force to replace it."
+            ) from None
+        except OSError as exc:
+            raise ExportError(
+                f"Could not write {file} ({exc.strerror or exc}): check the folder exists and is "
+                "writable, or pick another path with -o."
+            ) from None
+        written.append(str(file) if file != target else path)
+    return written[::-1]
+
+
+def export_program(
+    request: ExportRequest,
+    target: str,
+    output: str | None = None,
+    *,
+    inline_max: int = INLINE_IMAGE_MAX_CHARS,
+) -> Program:
+    """``request`` as a runnable program for ``target`` (one of :data:`TARGETS`).
+
+    With ``output`` (the file it will be written to), each image data URL over ``inline_max``
+    characters is kept in a file in :func:`images_dir` beside it (``Program.images``), which the
+    program reads at run time; :func:`write_program` writes both.
+    """
+    if target not in TARGETS:
+        raise ExportError(f"Unknown export target {target!r}: use one of {', '.join(TARGETS)}.")
+    images: list[ImageFile] = []
+    large = 0
+    if output is not None:
+        request, images = externalize_images(request, images_dir(output), inline_max)
+    else:
+        large = len(externalize_images(request, "", inline_max)[1])
+    program = _program(request, target)
+    return replace(
+        program,
+        images=images,
+        inline_image_chars=image_chars(request.messages),
+        large_inline_images=large,
     )
 
 
-def write_program(path: str, code: str, *, force: bool) -> None:
-    """Write ``code`` to ``path``; an existing file only with ``force``."""
-    target = Path(path).expanduser()
-    try:
-        with target.open("w" if force else "x", encoding="utf-8") as out:
-            out.write(code)
-    except FileExistsError:
-        raise ExportError(
-            f"{path} already exists: pick another name with -o, or add --force to replace it."
-        ) from None
-    except OSError as exc:
-        raise ExportError(
-            f"Could not write {path} ({exc.strerror or exc}): check the folder exists and is "
-            "writable, or pick another path with -o."
-        ) from None
-
-
-def export_program(request: ExportRequest, target: str) -> Program:
-    """``request`` as a runnable program for ``target`` (one of :data:`TARGETS`)."""
+def _program(request: ExportRequest, target: str) -> Program:
     if target == "openai-python":
         code = python_program(request, litellm=False)
         return Program(target, code, "python", ".py", "pip install openai", "python FILE")
@@ -399,8 +622,6 @@ def export_program(request: ExportRequest, target: str) -> Program:
     if target == "curl":
         notes = ["jq (optional) prints the answer's text rather than the raw stream."]
         return Program(target, curl_program(request), "sh", ".sh", "", "sh FILE", notes)
-    if target in ("openai-node", "vercel-ai"):
-        from .export_node import node_program
+    from .export_node import node_program
 
-        return node_program(request, target)
-    raise ExportError(f"Unknown export target {target!r}: use one of {', '.join(TARGETS)}.")
+    return node_program(request, target)

@@ -1,16 +1,23 @@
 """The Node.js targets of ``%clarifai export``: the ``openai`` Node client and the Vercel AI SDK.
 
-Both are plain ES modules that ``node FILE.mjs`` runs (no TypeScript toolchain). The ``openai``
+Both are plain ES modules that ``node FILE.mjs`` runs (no TypeScript toolchain), written so that
+the same code also passes ``tsc --strict`` saved as ``.ts``: parameters get their types from
+default values (``{ city = "" } = {}``), the conversation's data goes through ``JSON.parse`` (to
+TypeScript, untyped JSON: its plain strings would not match the clients' literal types), and tools
+are looked up through a ``Map`` (an object can't be indexed by any string). The ``openai``
 client sends the stored messages as they are and loops over ``tool_calls`` itself; the AI SDK
 (v6) takes its own message shapes (``tool-call`` / ``tool-result`` parts, converted here by
 :func:`sdk_messages`) and runs the tool loop with ``tool({..., inputSchema: jsonSchema(...)})``
-and ``stopWhen: stepCountIs(n)``. Strings from the conversation enter only as JSON literals
-(:func:`~clarifai_magic.export.literal`). Pure: no IPython here.
+and ``stopWhen: stepCountIs(n)``, each tool's ``execute`` calling the same ``runTool`` stub lookup.
+Images kept in files are read with ``readFileSync(new URL(path, import.meta.url))``: relative to
+the program's own file, not the current folder. Strings from the conversation enter only as JSON
+literals (:func:`~clarifai_magic.export.literal`). Pure: no IPython here.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from .export import (
@@ -21,8 +28,41 @@ from .export import (
     Program,
     comments,
     common_notes,
+    image_files,
     json_string,
     literal,
+)
+
+# Names a destructured parameter can't take as they are.
+_JS_RESERVED = frozenset((
+    "arguments", "await", "break", "case", "catch", "class", "const", "continue", "debugger",
+    "default", "delete", "do", "else", "enum", "eval", "export", "extends", "false", "finally",
+    "for", "function", "if", "implements", "import", "in", "instanceof", "interface", "let", "new",
+    "null", "package", "private", "protected", "public", "return", "static", "super", "switch",
+    "this", "throw", "true", "try", "typeof", "var", "void", "while", "with", "yield",
+))  # fmt: skip
+_JS_NAME = re.compile(r"[A-Za-z_$][\w$]*", re.ASCII)
+# A default per JSON type: it gives the parameter its type in TypeScript.
+_JS_DEFAULTS = {
+    "string": "",
+    "integer": 0,
+    "number": 0,
+    "boolean": False,
+    "array": [],
+    "object": {},
+}
+
+_JS_IMAGE_URL = """// An image kept beside this program (found from this file, not the current
+// folder), as the data URL the notebook sent.
+function imageURL(path = "", mime = "") {
+  const data = readFileSync(new URL(path, import.meta.url)).toString("base64");
+  return `data:${mime};base64,${data}`;
+}
+"""
+
+_JS_DATA_NOTE = (
+    "// JSON.parse(JSON.stringify(...)): a copy TypeScript reads as untyped JSON, so its plain\n"
+    '// strings ("user", "function") need no casts where the client wants literal types.'
 )
 
 _JS_HELPERS = f"""function baseURL() {{
@@ -41,9 +81,12 @@ function pat() {{
 }}
 """
 
-_JS_RUN_TOOL = """async function runTool(name, argumentsJson) {
+_JS_RUN_TOOL = """// The model's arguments come as JSON text.
+async function runTool(name = "", argumentsJson = "") {
+  const code = new Map(Object.entries(TOOL_CODE)).get(name);
+  if (!code) return `Error: there is no tool ${name}.`;
   try {
-    const result = await TOOL_CODE[name](JSON.parse(argumentsJson || "{}"));
+    const result = await code(JSON.parse(argumentsJson || "{}"));
     return typeof result === "string" ? result : JSON.stringify(result);
   } catch (error) {
     return `Error: ${error}`;  // the model sees the error and may try again
@@ -51,7 +94,13 @@ _JS_RUN_TOOL = """async function runTool(name, argumentsJson) {
 }
 """
 
-_OPENAI_LOOP = """async function ask(messages) {
+_JS_NO_TOOLS = """// No tools were offered, so the model has none to call.
+async function runTool(name = "", argumentsJson = "") {
+  return `Error: there is no tool ${name} (arguments: ${argumentsJson}).`;
+}
+"""
+
+_OPENAI_LOOP = """async function ask(messages = [...MESSAGES]) {
   const client = new OpenAI({ baseURL: baseURL(), apiKey: pat() });
   for (let round = 0; round < MAX_ROUNDS; round++) {
     const stream = await client.chat.completions.create({
@@ -112,17 +161,37 @@ def _args_comment(parameters: dict[str, Any]) -> str:
     return "{ " + ", ".join(fields) + " }" if fields else "{}"
 
 
+def _js_parameters(parameters: dict[str, Any]) -> str:
+    """The stub's parameter: the arguments object destructured, each name with a default of its
+    type (or the schema's default), or ``args = {}`` when a name or type doesn't allow it."""
+    props = parameters.get("properties") or {}
+    fields = []
+    for name, spec in props.items():
+        spec = spec if isinstance(spec, dict) else {}
+        if not _JS_NAME.fullmatch(name) or name in _JS_RESERVED:
+            return "args = {}"
+        if "default" in spec:
+            default = spec["default"]
+        elif spec.get("type") in _JS_DEFAULTS:
+            default = _JS_DEFAULTS[spec["type"]]
+        else:
+            return "args = {}"
+        fields.append(f"{name} = {literal(default, 'javascript').replace(chr(10), ' ')}")
+    return "{ " + ", ".join(fields) + " } = {}" if fields else "args = {}"
+
+
 def js_stubs(tools: list[dict[str, Any]]) -> str:
     """``TOOL_CODE``: a stub per tool name, taking the model's arguments as one object."""
     entries = []
     for entry in tools:
         fn = entry["function"]
+        parameters = fn.get("parameters") or {}
         doc = (fn.get("description") or "").splitlines()
-        lines = [f"  {json_string(fn['name'])}: async (args) => {{"]
+        lines = [f"  {json_string(fn['name'])}: async ({_js_parameters(parameters)}) => {{"]
         if doc:
             lines.append(f"    // {doc[0]}")
         lines += [
-            f"    // args: {_args_comment(fn.get('parameters') or {})}",
+            f"    // args: {_args_comment(parameters)}",
             f"    // Put the real code of {fn['name']} here: the notebook's function is not"
             " exported.",
             "    // What it returns is sent back to the model as the tool's result.",
@@ -131,6 +200,20 @@ def js_stubs(tools: list[dict[str, Any]]) -> str:
         ]
         entries.append("\n".join(lines))
     return "const TOOL_CODE = {\n" + "\n".join(entries) + "\n};\n"
+
+
+def _untyped(value: Any) -> str:
+    return f"JSON.parse(JSON.stringify({literal(value, 'javascript')}))"
+
+
+def _imports(request: ExportRequest, *lines: str) -> str:
+    if image_files(request.messages):
+        lines = (*lines, 'import { readFileSync } from "node:fs";')
+    return "\n".join(lines) + "\n"
+
+
+def _image_helper(request: ExportRequest) -> list[str]:
+    return [_JS_IMAGE_URL] if image_files(request.messages) else []
 
 
 def _tool_names(messages: list[dict[str, Any]]) -> dict[str, str]:
@@ -204,24 +287,25 @@ def _question_line(request: ExportRequest) -> str:
 def openai_node(request: ExportRequest) -> str:
     parts = [
         comments(common_notes(request), "//"),
-        'import OpenAI from "openai";',
+        _imports(request, 'import OpenAI from "openai";'),
         _JS_HELPERS,
+        *_image_helper(request),
         f"const MODEL = {json_string(request.model)};",
         f"const MAX_ROUNDS = {MAX_ROUNDS};",
-        f"const MESSAGES = {literal(request.messages, 'javascript')};",
-        f"const TOOLS = {literal(request.tools, 'javascript')};",
-        f"const OPTIONS = {literal(request.options, 'javascript')};",
-        js_stubs(request.tools),
-        _JS_RUN_TOOL,
-        _OPENAI_LOOP,
+        _JS_DATA_NOTE,
+        f"const MESSAGES = {_untyped(request.messages)};",
+        f"const TOOLS = {_untyped(request.tools)};",
+        f"const OPTIONS = {literal(request.options, 'javascript')};\n",
     ]
+    parts += [js_stubs(request.tools), _JS_RUN_TOOL] if request.tools else [_JS_NO_TOOLS]
+    parts.append(_OPENAI_LOOP)
     if request.asks_next:
         parts.append(
             _question_line(request)
             + '\nawait ask([...MESSAGES, { role: "user", content: QUESTION }]);\n'
         )
     else:
-        parts.append("await ask([...MESSAGES]);\n")
+        parts.append("await ask();\n")
     return "\n".join(parts)
 
 
@@ -237,10 +321,7 @@ def vercel_ai(request: ExportRequest) -> str:
             f"  {name}: tool({{\n"
             f"    description: {json_string(fn.get('description') or '')},\n"
             f"    inputSchema: jsonSchema({schema}),\n"
-            f"    execute: async (args) => {{\n"
-            f"      const result = await TOOL_CODE[{name}](args);\n"
-            '      return typeof result === "string" ? result : JSON.stringify(result);\n'
-            "    },\n"
+            f"    execute: async (input) => runTool({name}, JSON.stringify(input)),\n"
             "  }),"
         )
     tools = "const TOOLS = {\n" + "\n".join(tool_defs) + "\n};\n" if tool_defs else ""
@@ -250,16 +331,20 @@ def vercel_ai(request: ExportRequest) -> str:
         messages = '[...MESSAGES, { role: "user", content: QUESTION }]'
     parts = [
         comments(common_notes(request), "//"),
-        'import { createOpenAICompatible } from "@ai-sdk/openai-compatible";',
-        'import { jsonSchema, stepCountIs, streamText, tool } from "ai";',
-        "",
+        _imports(
+            request,
+            'import { createOpenAICompatible } from "@ai-sdk/openai-compatible";',
+            'import { jsonSchema, stepCountIs, streamText, tool } from "ai";',
+        ),
         _JS_HELPERS,
+        *_image_helper(request),
         f"const MODEL = {json_string(request.model)};",
         f"const MAX_ROUNDS = {MAX_ROUNDS};",
         f"const SYSTEM = {literal(request.system, 'javascript')};",
-        f"const MESSAGES = {literal(sdk_messages(request.messages), 'javascript')};",
-        f"const OPTIONS = {literal(options, 'javascript')};",
-        js_stubs(request.tools),
+        _JS_DATA_NOTE,
+        f"const MESSAGES = {_untyped(sdk_messages(request.messages))};",
+        f"const OPTIONS = {literal(options, 'javascript')};\n",
+        *([js_stubs(request.tools), _JS_RUN_TOOL] if request.tools else []),
         tools,
         _question_line(request) if request.asks_next else "",
         'const clarifai = createOpenAICompatible({ name: "clarifai", baseURL: baseURL(), '

@@ -4,12 +4,16 @@ The conversation is built through the magic against the offline server; each exp
 then runs as its user would run it (``python``, ``node``, ``sh``) with the real ``openai``,
 ``litellm``, ``ai`` and ``@ai-sdk/openai-compatible`` packages, against the same server over
 HTTP. What a user checks: the answer streams to stdout, the server got the conversation and (with
-tools) the tool's result, and the PAT is nowhere in the file.
+tools) the tool's result, and the PAT is nowhere in the file. Large images are written beside the
+program and read back at run time (the server gets the exact data URL), and the Node targets pass
+the real TypeScript compiler's ``--strict`` check saved as ``.ts``.
 """
 
 from __future__ import annotations
 
 import ast
+import base64
+import io
 import json
 import os
 import shutil
@@ -27,7 +31,8 @@ from clarifai_magic.testing import OfflineServer, text, tool_calls
 from .conftest import TEST_PAT
 from .test_magic import final_markdown, run
 
-NPM_PACKAGES = ("openai", "ai", "@ai-sdk/openai-compatible")
+# TypeScript and Node's types: the Node exports must also type-check saved as .ts.
+NPM_PACKAGES = ("openai", "ai", "@ai-sdk/openai-compatible", "typescript", "@types/node")
 SUFFIX = {"openai-python": ".py", "litellm": ".py", "curl": ".sh"}
 # Strings that end a literal in one language or another, or run code when they do.
 HOSTILE = (
@@ -35,6 +40,7 @@ HOSTILE = (
     " </script> \u2028 line\nnext \x00 é ✓"
 )
 QUESTION = "And in Rome?"
+MODEL = "https://clarifai.com/openai/chat-completion/models/gpt-4o"
 
 
 def _need(tool: str, how: str) -> str:
@@ -92,9 +98,11 @@ def litellm_python(tmp_path_factory: pytest.TempPathFactory) -> str:
 def runner(request: pytest.FixtureRequest, tmp_path: Path, env: Path) -> Iterator[Any]:
     """Run an exported file the way its cell says: python, node (with the npm packages), sh."""
 
-    def run_program(target: str, path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    def run_program(
+        target: str, path: Path, *args: str, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         run_env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-        cwd = tmp_path
+        cwd = cwd or tmp_path
         if target == "openai-python":
             command = [sys.executable]
         elif target == "litellm":
@@ -104,10 +112,16 @@ def runner(request: pytest.FixtureRequest, tmp_path: Path, env: Path) -> Iterato
             command = ["sh"]
         else:
             modules = request.getfixturevalue("node_modules")
-            # ES modules resolve packages from the file's folder up: put the file beside them.
-            moved = modules / path.name
+            # ES modules resolve packages from the file's folder up: put the file (and the
+            # images it reads from beside it) in a folder below them.
+            folder = modules / "programs" / tmp_path.name
+            folder.mkdir(parents=True, exist_ok=True)
+            moved = folder / path.name
             shutil.copy(path, moved)
-            path, cwd = moved, modules
+            images = path.with_name(path.stem + "_images")
+            if images.is_dir():
+                shutil.copytree(images, folder / images.name, dirs_exist_ok=True)
+            path = moved
             command = ["node"]
         return subprocess.run(
             [*command, str(path), *args],
@@ -317,3 +331,199 @@ def test_a_python_export_can_go_into_the_next_cell(kernel: Any, server: OfflineS
     assert "Say hello." in code and "CLARIFAI_PAT" in code and TEST_PAT not in code
     refused = kernel.run("%clarifai export --to openai-node --cell")
     assert "--cell puts a Python program" in refused.stderr + str(refused.error)
+
+
+# --- Large images: files beside the program -----------------------------------------------------
+
+
+def _noise_png(side: int) -> bytes:
+    """A PNG of random pixels: it doesn't compress, so its size is known in advance."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _image_conversation(shell: Any, server: OfflineServer) -> tuple[list[dict[str, Any]], bytes]:
+    """A cell sending a large and a small image; the messages the server got, and the large PNG."""
+    big = _noise_png(320)  # about 300 kB: a data URL over the 256 kB limit
+    shell.user_ns.update(big=big, small=_noise_png(8))
+    _cell(shell, server, "%%clarifai --image big --image small\nWhat are these?", text("Noise."))
+    sent = server.chat_requests[-1].json["messages"]
+    return [*sent, {"role": "assistant", "content": "Noise."}], big
+
+
+def _data_urls(messages: list[dict[str, Any]]) -> list[str]:
+    return [
+        part["image_url"]["url"]
+        for m in messages
+        if isinstance(m["content"], list)
+        for part in m["content"]
+        if part["type"] == "image_url"
+    ]
+
+
+@pytest.mark.parametrize("target", ["openai-python", "openai-node", "vercel-ai", "litellm", "curl"])
+def test_large_images_are_files_the_program_reads(
+    target: str, shell: Any, server: OfflineServer, tmp_path: Path, runner: Any
+) -> None:
+    from clarifai_magic.export import (
+        INLINE_IMAGE_MAX_CHARS,
+        ExportRequest,
+        export_program,
+        write_program,
+    )
+
+    messages, big = _image_conversation(shell, server)
+    big_url, small_url = _data_urls(messages)
+    assert big_url == "data:image/png;base64," + base64.b64encode(big).decode()
+    assert len(big_url) > INLINE_IMAGE_MAX_CHARS > len(small_url)
+    request = ExportRequest(model=MODEL, messages=messages)
+    path = tmp_path / "sub" / f"app{SUFFIX.get(target, '.mjs')}"
+    path.parent.mkdir()
+    program = export_program(request, target, output=str(path))
+    written = write_program(str(path), program, force=False)
+
+    image = path.parent / "app_images" / "1.png"
+    assert written == [str(path), str(image)]
+    assert image.read_bytes() == big
+    code = path.read_text()
+    assert base64.b64encode(big[:3000]).decode() not in code  # not inline, not even in part
+    assert small_url in code  # a small image stays inline
+    assert "app_images/1.png" in code and TEST_PAT not in code
+
+    # Run from another folder: the program finds its images beside itself, not in the cwd.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    server.clear()
+    server.enqueue(text("Two squares of noise."))
+    args = () if target == "curl" else (QUESTION,)
+    done = runner(target, path, *args, cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert "Two squares of noise." in done.stdout
+    sent = server.chat_requests[-1].json["messages"]
+    # The server got the exact data URLs the notebook sent, the large one rebuilt from the file.
+    assert _data_urls(sent) == [big_url, small_url]
+    assert sent[0]["content"][0] == {"type": "text", "text": "What are these?"}
+
+
+def test_image_files_are_not_overwritten_without_force(
+    shell: Any, server: OfflineServer, tmp_path: Path
+) -> None:
+    from clarifai_magic.export import ExportError, ExportRequest, export_program, write_program
+
+    messages, big = _image_conversation(shell, server)
+    path = tmp_path / "app.py"
+    program = export_program(
+        ExportRequest(model=MODEL, messages=messages), "openai-python", str(path)
+    )
+    image = tmp_path / "app_images" / "1.png"
+    image.parent.mkdir()
+    image.write_bytes(b"mine")
+    with pytest.raises(ExportError, match="app_images/1.png already exists.*--force"):
+        write_program(str(path), program, force=False)
+    assert image.read_bytes() == b"mine" and not path.exists()  # nothing was written
+    write_program(str(path), program, force=True)
+    assert image.read_bytes() == big and "image_url(" in path.read_text()
+
+
+def test_without_a_file_large_images_stay_inline(
+    shell: Any, server: OfflineServer, tmp_path: Path, runner: Any
+) -> None:
+    from clarifai_magic.export import ExportRequest, export_program
+
+    messages, big = _image_conversation(shell, server)
+    request = ExportRequest(model=MODEL, messages=messages)
+    program = export_program(request, "vercel-ai")
+    assert not program.images and base64.b64encode(big).decode() in program.code
+    assert "This export is large" in program.size_note() and "-o FILE" in program.size_note()
+    assert "%clarifai export -o FILE writes them as files" in program.code
+    # Inline, curl's body is far over what one command-line argument may hold (128 kB on
+    # Linux): the script sends it on stdin.
+    path = tmp_path / "inline.sh"
+    path.write_text(export_program(request, "curl").code)
+    server.clear()
+    server.enqueue(text("Still noise."))
+    done = runner("curl", path)
+    assert done.returncode == 0, done.stderr
+    assert "Still noise." in done.stdout
+    assert _data_urls(server.chat_requests[-1].json["messages"]) == _data_urls(messages)
+
+
+def test_the_magic_writes_images_and_says_so(
+    shell: Any, server: OfflineServer, tmp_path: Path
+) -> None:
+    _messages, big = _image_conversation(shell, server)
+    shown = final_markdown(_export(shell, "--to openai-python"))
+    assert shown.startswith("This export is large: it holds a large image inline as data URLs")
+    assert "`-o FILE` writes large images as files" in shown
+    path = tmp_path / "vision.py"
+    out = _export(shell, f"--to openai-python -o {path}")
+    image = tmp_path / "vision_images" / "1.png"
+    assert f"Wrote {path} and the images it reads, {image} (openai-python)" in out.stdout
+    assert image.read_bytes() == big
+    refused = run(shell, f"%clarifai export --to openai-python -o {path}")
+    assert "already exists" in refused.stderr and "--force" in refused.stderr
+
+
+# --- The Node targets type-check as TypeScript --------------------------------------------------
+
+TSC_OPTIONS = (
+    "--noEmit",
+    "--strict",
+    "--target",
+    "es2022",
+    "--module",
+    "nodenext",
+    "--moduleResolution",
+    "nodenext",
+    "--skipLibCheck",
+    # TypeScript 6+ no longer loads every @types package by itself; Node's globals come from here.
+    "--types",
+    "node",
+)
+
+
+@pytest.mark.parametrize("target", ["openai-node", "vercel-ai"])
+@pytest.mark.parametrize("kind", ["plain", "tools", "images"])
+def test_node_exports_type_check_as_typescript(
+    target: str, kind: str, shell: Any, server: OfflineServer, tmp_path: Path, node_modules: Path
+) -> None:
+    from clarifai_magic.export import ExportRequest, export_program, write_program
+
+    # A folder below the packages, an ES module package as a TypeScript app using them would be.
+    folder = node_modules / "typescript-apps" / tmp_path.name
+    folder.mkdir(parents=True)
+    (folder / "package.json").write_text('{"type": "module"}')
+    path = folder / "app.ts"
+    if kind == "images":
+        messages, _big = _image_conversation(shell, server)
+        program = export_program(ExportRequest(model=MODEL, messages=messages), target, str(path))
+        write_program(str(path), program, force=False)
+        assert "imageURL(" in path.read_text()
+    elif kind == "tools":
+        _weather_conversation(shell, server)
+        # Parameters of every JSON type, a default of each, an enum and an optional one.
+        shell.run_cell(
+            "from typing import Literal, Optional\n"
+            "def search(query: str, tags: list[str] = [], limit: int = 5, exact: bool = False,\n"
+            "           mode: Literal['a', 'b'] = 'a', near: Optional[str] = None,\n"
+            "           options: dict = {}) -> str:\n"
+            "    'Search the notes.'\n"
+            "    return query\n"
+        )
+        _export(shell, f"--to {target} -o {path} --tools search")
+        assert "get_weather" in path.read_text() and '"search"' in path.read_text()
+    else:
+        _plain_conversation(shell, server)
+        _export(shell, f"--to {target} -o {path}")
+    tsc = node_modules / "node_modules" / ".bin" / "tsc"
+    done = subprocess.run(
+        [str(tsc), *TSC_OPTIONS, path.name],
+        capture_output=True,
+        text=True,
+        cwd=folder,  # @types are looked up from here up, as in the app's own folder
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -135,6 +135,7 @@ class ViewRun:
     peak_per_s: int
     first_text_ms: float | None  # cell start to the first display holding answer text
     first_chunk_ms: float | None  # cell start to the raw client's first chunk (naive only)
+    longest_gap_ms: float  # the longest time between two messages: how long text can stall
 
 
 def measure(run: CellRun, view: str, case: Case, answer: str, first_text: float | None) -> ViewRun:
@@ -153,7 +154,13 @@ def measure(run: CellRun, view: str, case: Case, answer: str, first_text: float 
         peak_per_s=peak_per_second([d.at for d in run.displays]),
         first_text_ms=None if first_text is None else first_text * 1000,
         first_chunk_ms=None if first_chunk is None else first_chunk * 1000,
+        longest_gap_ms=longest_gap([d.at for d in run.displays]) * 1000,
     )
+
+
+def longest_gap(times: list) -> float:  # type: ignore[type-arg]
+    ordered = sorted(times)
+    return max(((b - a).total_seconds() for a, b in zip(ordered, ordered[1:])), default=0.0)
 
 
 class TextKernel(Kernel):
@@ -215,14 +222,15 @@ def run_case(kernel: TextKernel, srv: OfflineServer, case: Case) -> list[ViewRun
 def report(runs: list[ViewRun]) -> None:
     print(
         f"{'case':42} {'view':6} {'bytes ÷ answer':>14} {'msgs':>6} {'updates/s':>9} "
-        f"{'peak/s':>6} {'first text':>10} {'raw 1st chunk':>13}"
+        f"{'peak/s':>6} {'first text':>10} {'raw 1st chunk':>13} {'max gap':>8}"
     )
     for r in runs:
         first = "-" if r.first_text_ms is None else f"{r.first_text_ms:.0f} ms"
         chunk = "-" if r.first_chunk_ms is None else f"{r.first_chunk_ms:.0f} ms"
         print(
             f"{r.case:42} {r.view:6} {r.bytes_ratio:14.2f} {r.messages:6d} "
-            f"{r.updates_per_s:9.1f} {r.peak_per_s:6d} {first:>10} {chunk:>13}"
+            f"{r.updates_per_s:9.1f} {r.peak_per_s:6d} {first:>10} {chunk:>13} "
+            f"{r.longest_gap_ms / 1000:7.2f}s"
         )
 
 

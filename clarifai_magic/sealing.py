@@ -34,13 +34,15 @@ from .render import (
 from .safe_markdown import seal_point
 from .transcript import Transcript
 
-# Seal once this much is sealable, or a sixteenth of what is sealed already: a long answer uses a
-# few dozen pieces, not thousands, while the tail, redrawn, stays small.
-SEAL_MIN_CHARS = 240
-SEAL_GROWTH = 16
+# Seal once this much is sealable, or an eighth of what is sealed already: a long answer uses a
+# few dozen pieces, not thousands, while the tail, redrawn, stays small. The first blocks seal
+# early: until then the tail is all the answer, and redrawing it soon outruns the byte budget.
+SEAL_MIN_CHARS = 80
+SEAL_GROWTH = 8
 # Tail redraws may send this many characters per character received, plus a start-up allowance
 # (the first frames of a short answer); sealed blocks (1x) and the final frame (1x) come on top.
-TAIL_RATIO = 0.3
+# An open block of n characters is redrawn each time it grows by n / TAIL_RATIO.
+TAIL_RATIO = 0.6
 TAIL_SLACK = 250
 TOO_LONG_WHILE_STREAMING = "*Still streaming: too long to show here until it ends…*"
 

@@ -26,6 +26,7 @@ import json
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -36,6 +37,7 @@ from stream_overhead import (  # noqa: E402
     RAW_MODEL,
     RAW_SETUP_CELL,
     CellRun,
+    Display,
     Kernel,
     KernelError,
     kernel_env,
@@ -43,8 +45,6 @@ from stream_overhead import (  # noqa: E402
     peak_per_second,
     prerendered,
 )
-
-from stream_overhead import Display  # noqa: E402
 
 from clarifai_magic.offline import OfflineServer  # noqa: E402
 from clarifai_magic.widget import MODEL_LABEL  # noqa: E402
@@ -158,9 +158,10 @@ def measure(run: CellRun, view: str, case: Case, answer: str, first_text: float 
     )
 
 
-def longest_gap(times: list) -> float:  # type: ignore[type-arg]
+def longest_gap(times: list[datetime]) -> float:
     ordered = sorted(times)
-    return max(((b - a).total_seconds() for a, b in zip(ordered, ordered[1:])), default=0.0)
+    gaps = (b - a for a, b in zip(ordered, ordered[1:], strict=False))
+    return max((gap.total_seconds() for gap in gaps), default=0.0)
 
 
 class TextKernel(Kernel):

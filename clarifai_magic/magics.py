@@ -186,6 +186,7 @@ class ClarifaiMagics(Magics):
         self.session = session or Session(notebook_key=self._notebook_key)
         self._sync_settings()
         self.out = Output(lambda: cell_output(self.shell, self.display_mode))
+        self._page_script_for: str | None = None  # the front end that has it (see _view)
 
     @functools.cached_property
     def commands(self) -> dict[str, Command]:
@@ -402,6 +403,17 @@ class ClarifaiMagics(Magics):
         from .render import TerminalView
 
         if cell_output(self.shell, self.display_mode):
+            # Copy buttons on answers' code blocks come from the page script, run once per front
+            # end of this kernel: a reloaded page connects with a new session id and needs it
+            # again. A terminal forced to "cell" has no page to run it in.
+            if getattr(self.shell, "kernel", None) is not None:
+                header = getattr(self.shell.display_pub, "parent_header", None) or {}
+                front_end = str(header.get("session", ""))
+                if front_end != self._page_script_for:
+                    from .page_script import run_in_page
+
+                    run_in_page()
+                    self._page_script_for = front_end
             return CellView(fmt, max_chars=self.max_display_chars)
         return TerminalView()
 

@@ -42,7 +42,7 @@ SEAL_GROWTH = 8
 # Tail redraws may send this many characters per character received, plus a start-up allowance
 # (the first frames of a short answer); sealed blocks (1x) and the final frame (1x) come on top.
 # An open block of n characters is redrawn each time it grows by n / TAIL_RATIO.
-TAIL_RATIO = 0.6
+TAIL_RATIO = 0.45
 TAIL_SLACK = 250
 TOO_LONG_WHILE_STREAMING = "*Still streaming: too long to show here until it ends…*"
 

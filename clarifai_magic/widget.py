@@ -23,7 +23,7 @@ from .confirm import ButtonConfirm
 from .failures import CellFailed
 from .models import CAPABILITIES, OTHER_MODELS, ModelNameError, model_id, short_path
 from .options import RequestOptions
-from .panel_keys import SCRIPT, SEND_MARK, code_actions, code_blocks
+from .page_script import SEND_MARK, code_actions, code_blocks, run_in_page
 from .panel_view import AppendView, markdown_output
 from .render import DEFAULT_MAX_DISPLAY_CHARS, quote_untrusted, safe_markdown_within
 from .session import MAIN_CHAT, Ask, Session, SessionError
@@ -35,13 +35,14 @@ NEW_CHAT_PREFIX = "chat-"
 
 
 class _PanelBox(widgets.VBox):
-    """The panel's root widget; displayed, it brings the page script for Enter and Copy."""
+    """The panel's root widget; displayed, it brings the page script for Enter, Copy and Insert
+    (run, then emptied: the saved notebook keeps the widget and no script)."""
 
     def _ipython_display_(self, **kwargs: Any) -> None:
-        from IPython.display import Javascript, display
+        from IPython.display import display
 
         display(self._repr_mimebundle_(), raw=True)
-        display(Javascript(SCRIPT))
+        run_in_page()
 
 
 class ChatPanel:

@@ -17,14 +17,29 @@ from .conftest import TEST_PAT
 from .kernel_util import Kernel
 
 
+def answer_displays(run: Any, *types: str) -> list[dict[str, Any]]:
+    """The run's display messages of ``types`` (default both), without the page script's: shown
+    once per kernel with the first answer, then emptied, it is not part of the answer's stream."""
+    script = {
+        m["content"]["transient"]["display_id"]
+        for m in run.of_type("display_data")
+        if "application/javascript" in m["content"]["data"]
+    }
+    return [
+        m
+        for m in run.of_type(*(types or ("display_data", "update_display_data")))
+        if m["content"].get("transient", {}).get("display_id") not in script
+    ]
+
+
 def test_stream_in_a_real_kernel_updates_one_display(kernel: Kernel, server: OfflineServer) -> None:
     answer = "Columns: **region**, units, revenue. " * 40
     server.enqueue(text(answer, chunk_size=3, delay=0.002))
     assert kernel.run("%load_ext clarifai_magic").error is None
     run = kernel.run("%%clarifai\nExplain the columns.")
     assert run.reply["content"]["status"] == "ok"
-    created = run.of_type("display_data")
-    updates = run.of_type("update_display_data")
+    created = answer_displays(run, "display_data")
+    updates = answer_displays(run, "update_display_data")
     assert len(created) == 1
     display_id = created[0]["content"]["transient"]["display_id"]
     assert updates and all(u["content"]["transient"]["display_id"] == display_id for u in updates)
@@ -96,20 +111,21 @@ def test_a_long_answer_streams_its_bytes_about_once(kernel: Kernel, server: Offl
     run = kernel.run("%%clarifai --no-history\nExplain every step.")
     assert run.reply["content"]["status"] == "ok"
     sent = sum(
-        len(json.dumps(m["content"]["data"], ensure_ascii=False).encode()) for m in run.displays
+        len(json.dumps(m["content"]["data"], ensure_ascii=False).encode())
+        for m in answer_displays(run)
     )
     assert sent <= 3 * len(answer.encode()), f"{sent / len(answer.encode()):.2f}x the answer"
-    created = run.of_type("display_data")
+    created = answer_displays(run, "display_data")
     assert len(created) > 1, "finished blocks go to outputs of their own, sent once"
     # At the end the last output holds the whole answer and the others are emptied, all of them
     # by one message (they share a display id): the answer's end is not a burst of updates.
     last: dict[str, dict[str, Any]] = {}
-    for message in run.displays:
+    for message in answer_displays(run):
         last[message["content"]["transient"]["display_id"]] = message["content"]["data"]
     tail = created[-1]["content"]["transient"]["display_id"]
     assert answer in last.pop(tail)["text/markdown"]
     assert last and all(data == {} for data in last.values())
-    after_final = run.displays[-2:]
+    after_final = answer_displays(run)[-2:]
     assert after_final[0]["content"]["transient"]["display_id"] == tail
     assert after_final[1]["content"]["data"] == {}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from clarifai_magic.panel_keys import SEND_MARK
+from clarifai_magic.page_script import SEND_MARK
 from clarifai_magic.testing import OfflineServer, http_error, text, tool_calls
 from clarifai_magic.widget import ChatPanel
 
@@ -260,3 +260,38 @@ def test_chat_api_shows_a_panel_as_the_last_expression(shell: Any, server: Offli
     assert {"application/vnd.jupyter.widget-view+json"} <= kinds[0] | {"text/plain"}
     assert any("application/javascript" in k for k in kinds)  # Enter sends, Copy copies
 
+
+def test_the_page_script_runs_once_per_kernel_and_leaves_nothing_to_save(
+    kernel: Any, server: OfflineServer
+) -> None:
+    """The script (Enter, Copy, Insert) reaches the page with its first answer and with each
+    panel, and is emptied at once: a saved notebook holds no code to run on reopen."""
+
+    def scripts(run: Any) -> list[str]:
+        shown = [
+            m["content"]["transient"]["display_id"]
+            for m in run.of_type("display_data")
+            if "application/javascript" in m["content"]["data"]
+        ]
+        for display_id in shown:  # each is emptied by the next message about it
+            about = [
+                m
+                for m in run.displays
+                if m["content"].get("transient", {}).get("display_id") == display_id
+            ]
+            assert [m["msg_type"] for m in about] == ["display_data", "update_display_data"]
+            assert about[1]["content"]["data"] == {}
+        return shown
+
+    server.enqueue(text("First."), text("Second."), text("Third."))
+    assert kernel.run("%load_ext clarifai_magic").error is None
+    first = kernel.run("%%clarifai\nOne")
+    second = kernel.run("%%clarifai\nTwo")
+    assert "Second." in second.last_markdown
+    assert len(scripts(first)) == 1 and scripts(second) == []
+    assert len(scripts(kernel.run("%clarifai chat"))) == 1
+    # A reloaded page talks to the kernel under a new session id: it gets the script again.
+    kernel.kc.session.session = "reloaded-page"
+    third = kernel.run("%%clarifai\nThree")
+    assert "Third." in third.last_markdown
+    assert len(scripts(third)) == 1

@@ -267,22 +267,23 @@ def code_blocks(text: str) -> list[tuple[str, str]]:
     return blocks
 
 
-def code_actions(number: int, lang: str, code: str) -> widgets.HBox:
-    """A row under an answer: which code block, Copy, Insert into a new cell.
+def code_actions(blocks: list[tuple[str, str]]) -> widgets.HTML:
+    """Rows under an answer, one per code block: which block, Copy, Insert into a new cell.
 
-    The code travels in a hidden ``<pre>``, HTML-escaped, for the page script to copy.
+    One HTML widget for them all, its buttons styled as ipywidgets' own: a widget per button
+    would cost each answer a dozen widget models (and their layouts) over the wire, more than the
+    answer itself. The code travels in a hidden ``<pre>``, HTML-escaped, for the page script.
     """
-    hidden = widgets.HTML(f'<pre hidden class="clarifai-code">{html.escape(code)}</pre>')
-    what = f"{html.escape(lang)} code" if lang else "code"
-    label = widgets.HTML(f"<small>{what} block {number}</small>")
-    copy = widgets.Button(description="Copy", icon="copy", tooltip="Copy this code block")
-    insert = widgets.Button(
-        description="Insert into a new cell", icon="plus", tooltip="Put this code in a new cell"
-    )
-    copy.add_class("clarifai-copy")
-    insert.add_class("clarifai-insert")
-    for button in (copy, insert):
-        button.layout = widgets.Layout(width="auto")
-    row = widgets.HBox([label, copy, insert, hidden], layout=widgets.Layout(flex="0 0 auto"))
-    row.add_class("clarifai-code-actions")
-    return row
+    rows = []
+    for number, (lang, code) in enumerate(blocks, 1):
+        what = f"{html.escape(lang)} code" if lang else "code"
+        rows.append(
+            '<div class="clarifai-code-actions">'
+            f"<small>{what} block {number}</small> "
+            '<button class="jupyter-button widget-button clarifai-copy" '
+            'title="Copy this code block">Copy</button> '
+            '<button class="jupyter-button widget-button clarifai-insert" '
+            'title="Put this code in a new cell">Insert into a new cell</button>'
+            f'<pre hidden class="clarifai-code">{html.escape(code)}</pre></div>'
+        )
+    return widgets.HTML("".join(rows), layout=widgets.Layout(flex="0 0 auto"))

@@ -301,9 +301,8 @@ class ChatPanel:
             self.send_button.disabled, self.stop_button.disabled = False, True
         if transcript is not None:
             blocks = code_blocks(transcript.answer)
-            rows = [code_actions(n, lang, code) for n, (lang, code) in enumerate(blocks, 1)]
-            if rows:
-                answer.children = (*answer.children, *rows)
+            if blocks:
+                answer.children = (*answer.children, code_actions(blocks))
         if self.chat not in self.chat_picker.options:
             self._set_chats()
 

@@ -3,6 +3,7 @@ tests/browser drives it in JupyterLab)."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -178,12 +179,11 @@ def test_a_long_slow_answer_is_sent_about_once(shell: Any, server: OfflineServer
     assert "## Part 3" in joined and "gpt-4o" in joined  # the footer
     assert view.stats.bytes_sent <= 3 * len(content.encode())
     # Code blocks get Copy and "Insert into a new cell", the code held as escaped text.
-    [row] = [c for c in answer.children if "clarifai-code-actions" in c._dom_classes]
-    assert [b.description for b in row.children if hasattr(b, "on_click")] == [
-        "Copy",
-        "Insert into a new cell",
-    ]
-    assert "print(&#x27;done&#x27;)" in row.children[-1].value
+    [rows] = [c for c in answer.children if "clarifai-code-actions" in getattr(c, "value", "")]
+    assert rows.value.count('class="clarifai-code-actions"') == 1  # one code block, one row
+    buttons = re.findall(r"<button [^>]*>([^<]*)</button>", rows.value)
+    assert buttons == ["Copy", "Insert into a new cell"]
+    assert '<pre hidden class="clarifai-code">print(&#x27;done&#x27;)</pre>' in rows.value
 
 
 def test_enter_from_the_page_sends_the_question(shell: Any, server: OfflineServer) -> None:

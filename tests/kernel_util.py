@@ -62,7 +62,7 @@ class Kernel:
     def start(self, code: str) -> str:
         return self.kc.execute(code, allow_stdin=False)
 
-    def collect(self, msg_id: str, timeout: float = 60, until_idle: bool = True) -> Execution:
+    def collect(self, msg_id: str, timeout: float = 60) -> Execution:
         """Gather IOPub messages of one execution until the kernel is idle again."""
         run = Execution(msg_id)
         deadline = time.monotonic() + timeout
@@ -77,14 +77,14 @@ class Kernel:
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             run.messages.append(msg)
-            if (
-                until_idle
-                and msg["msg_type"] == "status"
-                and msg["content"]["execution_state"] == "idle"
-            ):
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
                 break
-        run.reply = self.kc.get_shell_msg(timeout=timeout)
-        return run
+        # The reply to this request: wait_for_ready may leave an extra kernel_info reply queued.
+        while True:
+            reply = self.kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+            if reply["parent_header"].get("msg_id") == msg_id:
+                run.reply = reply
+                return run
 
     def wait_for(self, msg_id: str, predicate: Any, timeout: float = 30) -> Execution:
         """Read IOPub until ``predicate(msg)``; the messages so far stay in the result."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 # The renderer (marked, in JupyterLab) has corner cases of its own, so nothing is left for it to
@@ -254,17 +254,12 @@ _LIST_MARKER = re.compile(r"(?:[-+*]|\d{1,9}[.)])(?:[ \t]|$)")
 _KNOWN_START = 12
 
 
-def seal_point(text: str, start: int = 0) -> int:
-    """The furthest offset at or after ``start`` where ``text`` may be cut in two blocks that
-    :func:`safe_markdown` escapes and a renderer draws alone as they are drawn together.
-
-    ``start`` must itself be such a cut (0 is). A cut is the start of a line after a blank line,
-    outside code blocks (tracked exactly as :func:`safe_markdown` tracks them), that begins at the
-    margin with no list marker (so it continues no list item or indented code). Returns ``start``
-    when there is none. Only ``text[start:]`` is read, so a streaming view pays for its tail only.
-    """
-    best = start
+def _lines(text: str, start: int) -> Iterator[tuple[int, str, bool, _Fence | None, str, bool]]:
+    """Each line of ``text[start:]`` with what is known before it, as :func:`safe_markdown`
+    tracks it: (offset, line, whether its end has come, the code block it is in, the line that
+    opened that block, whether the line before was blank). ``start`` must start a block."""
     fence: _Fence | None = None
+    fence_line = ""
     after_blank = True  # what safe_markdown's ``not out or blank_due or _blank(out[-1])`` says
     prev_blank = True
     pos = start
@@ -273,18 +268,9 @@ def seal_point(text: str, start: int = 0) -> int:
     while pos < end:
         nl = text.find("\n", pos, end)
         line = text[pos:end] if nl == -1 else text[pos:nl]
-        known = nl != -1 or len(line) >= _KNOWN_START
-        if (
-            fence is None
-            and prev_blank
-            and pos > start
-            and known
-            and line[:1] not in ("", " ", "\t")
-            and _LIST_MARKER.match(line) is None
-        ):
-            best = pos
+        yield pos, line, nl != -1, fence, fence_line, prev_blank
         if nl == -1:
-            break
+            return
         pos = nl + 1
         if fence is not None:
             if fence.closed_by(line):
@@ -296,11 +282,72 @@ def seal_point(text: str, start: int = 0) -> int:
             after_blank, fence = fence.has_math_delimiters, None
         opener = _opener(line, after_blank)
         if opener is not None:
-            fence = opener
+            fence, fence_line = opener, line
         else:
             after_blank = _blank(line)
         prev_blank = _blank(line)
+
+
+def seal_point(text: str, start: int = 0) -> int:
+    """The furthest offset at or after ``start`` where ``text`` may be cut in two blocks that
+    :func:`safe_markdown` escapes and a renderer draws alone as they are drawn together.
+
+    ``start`` must itself be such a cut (0 is). A cut is the start of a line after a blank line,
+    outside code blocks (tracked exactly as :func:`safe_markdown` tracks them), that begins at the
+    margin with no list marker (so it continues no list item or indented code). Returns ``start``
+    when there is none. Only ``text[start:]`` is read, so a streaming view pays for its tail only.
+    """
+    best = start
+    for pos, line, complete, fence, _, prev_blank in _lines(text, start):
+        known = complete or len(line) >= _KNOWN_START
+        if (
+            fence is None
+            and prev_blank
+            and pos > start
+            and known
+            and line[:1] not in ("", " ", "\t")
+            and _LIST_MARKER.match(line) is None
+        ):
+            best = pos
     return best
+
+
+_SETEXT_UNDERLINE = re.compile(r"[=-]+[ \t]*")
+
+
+def soft_seal_point(text: str, start: int = 0, reopen: str = "") -> tuple[int, str]:
+    """For a long block with no :func:`seal_point`: the furthest line start after ``start``
+    where ``text`` may be cut so that both parts still render as what they are, give or take a
+    seam (a paragraph or list drawn as two, a code block as two), which a view's final frame,
+    drawn whole, removes.
+
+    Returns ``(cut, again)``: ``again`` is the line that opened the code block the cut falls in
+    ('' outside code), to go before what follows the cut so that it is still code; ``reopen``
+    is that line from the cut at ``start``. Returns ``(start, "")`` when there is no cut. Tables,
+    indented lines and setext underlines are never cut before, nor a block's closing fence.
+    """
+    virtual = reopen + text[start:]
+    best, again = 0, ""
+    prev: str | None = None
+    for pos, line, complete, fence, fence_line, _ in _lines(virtual, 0):
+        if not complete:  # what the line starts with may still change
+            break
+        if pos > len(reopen) and prev is not None:
+            if fence is not None:
+                if fence.indent == 0 and not fence.closed_by(line):
+                    best, again = pos, fence_line + "\n"
+            elif (
+                line[:1] not in ("", " ", "\t")
+                and not _blank(prev)
+                and "|" not in line
+                and "|" not in prev
+                and not _SETEXT_UNDERLINE.fullmatch(line)
+            ):
+                best, again = pos, ""
+        prev = line
+    if not best:
+        return start, ""
+    return start + best - len(reopen), again
 
 
 def _defuse_link_definitions(lines: list[str], brackets: list[tuple[int, int]]) -> str:

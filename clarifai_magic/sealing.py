@@ -31,7 +31,7 @@ from .render import (
     tool_markdown,
     transcript_markdown,
 )
-from .safe_markdown import seal_point
+from .safe_markdown import seal_point, soft_seal_point
 from .transcript import Transcript
 
 # Seal once this much is sealable, or an eighth of what is sealed already: a long answer uses a
@@ -44,16 +44,25 @@ SEAL_GROWTH = 8
 # An open block of n characters is redrawn each time it grows by n / TAIL_RATIO.
 TAIL_RATIO = 0.45
 TAIL_SLACK = 250
+# An open block this long (a long code block or list, a paragraph of many lines) is sealed at a
+# line end, with a seam the final frame removes: else it would be redrawn only every time it
+# grew by half again, and text could stall for seconds at a model's speed.
+SOFT_SEAL_CHARS = 400
+# Text the byte budget holds back this long is sealed instead, as far as its last line end: sealed
+# text is sent once whatever happens, so a slow answer shows each line within about this time.
+STALE_SECONDS = 1.0
 TOO_LONG_WHILE_STREAMING = "*Still streaming: too long to show here until it ends…*"
 
 
 @dataclass(frozen=True)
 class Mark:
     """A place in a turn: round ``round``, before its reasoning (``offset`` -1) or after
-    ``offset`` characters of its answer text."""
+    ``offset`` characters of its answer text; ``reopen``, the line that reopens the code block
+    a cut there fell in, to go before the text that follows."""
 
     round: int
     offset: int
+    reopen: str = ""
 
 
 START = Mark(0, -1)
@@ -92,6 +101,8 @@ def segment_markdown(
             lo = 0
         whole_round = end is None or number < end.round
         text = round_.stream.text[lo:] if whole_round else round_.stream.text[lo : end.offset]
+        if number == start.round and start.offset >= 0:
+            text = start.reopen + text
         if text:
             parts.append(answer_markdown(text, fmt))
         if whole_round and round_.tools:
@@ -131,7 +142,9 @@ class Sealer:
         self.clock = clock
         self.interval = 1 / MAX_UPDATES_PER_SECOND
         self.sealed = START  # everything before this is shown for good
+        self.seamed = False  # a block was sealed in two: the sealed pieces can't be final
         self._next_at = 0.0
+        self._drawn_at = 0.0  # when the last frame was sent
         self._tail_sent = 0  # characters of tail frames sent: what the byte budget bounds
         self._sealed_chars = 0
         self._last_tail: str | None = self.waiting()
@@ -148,7 +161,7 @@ class Sealer:
         first_text = self._note_times(transcript, now)
         if not (force or first_text) and now < self._next_at:
             return None
-        frame = self._frame(transcript, urgent=force or first_text)
+        frame = self._frame(transcript, now, urgent=force or first_text)
         messages = (self.seal_messages if frame.sealed is not None else 0) + (
             frame.tail is not None
         )
@@ -169,8 +182,8 @@ class Sealer:
 
     def final_tail(self, transcript: Transcript) -> str | None:
         """What follows the sealed blocks, drawn final; None when the sealed blocks can't stay
-        (nothing sealed, or the turn is clipped): then show :meth:`whole` instead."""
-        if self.sealed == START or received_size(transcript) > self.max_chars:
+        (nothing sealed, a block sealed in two, the turn clipped): then show :meth:`whole`."""
+        if self.sealed == START or self.seamed or received_size(transcript) > self.max_chars:
             return None
         thought = self.thought(transcript)
         parts = segment_markdown(transcript, self.sealed, None, self.fmt, thought, final=True)
@@ -199,11 +212,12 @@ class Sealer:
             return bool(stream.text)
         return False
 
-    def _frame(self, transcript: Transcript, *, urgent: bool) -> Frame:
+    def _frame(self, transcript: Transcript, now: float, *, urgent: bool) -> Frame:
         received = received_size(transcript)
         thought = self.thought(transcript)
         sealed = None
-        if self.fmt == "markdown" and transcript.rounds and received <= self.max_chars:
+        sealable = self.fmt == "markdown" and bool(transcript.rounds) and received <= self.max_chars
+        if sealable:
             sealed = self._seal(transcript, thought)
         tail = self._tail_markdown(transcript, thought, received)
         if sealed is None:
@@ -211,20 +225,39 @@ class Sealer:
                 return Frame()
             allowance = TAIL_RATIO * received + TAIL_SLACK - self._tail_sent
             if len(tail) > allowance and not urgent:
-                return Frame()  # later, when more text has come: bytes stay in proportion
+                # Later, when more text has come, bytes stay in proportion; unless it has waited
+                # too long: then what has come, up to its last line end, is sealed.
+                if sealable and now - self._drawn_at >= STALE_SECONDS:
+                    sealed = self._seal(transcript, thought, stale=True)
+                if sealed is None:
+                    return Frame()
+                tail = self._tail_markdown(transcript, thought, received)
+        self._drawn_at = now
         self._tail_sent += len(tail)
         self._last_tail = tail
         return Frame(sealed, tail)
 
-    def _seal(self, transcript: Transcript, thought: dict[int, float]) -> str | None:
-        """The blocks finished since the last seal, if there are enough to seal now."""
+    def _seal(
+        self, transcript: Transcript, thought: dict[int, float], *, stale: bool = False
+    ) -> str | None:
+        """The blocks finished since the last seal, if there are enough to seal now (``stale``:
+        any at all, the open block cut at its last line end if need be)."""
         number = len(transcript.rounds) - 1
         text = transcript.rounds[number].stream.text
-        lo = max(self.sealed.offset, 0) if self.sealed.round == number else 0
-        cut = seal_point(text, lo)
-        if cut - lo < max(SEAL_MIN_CHARS, self._sealed_chars // SEAL_GROWTH):
-            return None
+        here = self.sealed if self.sealed.round == number else Mark(number, 0)
+        lo, reopen = max(here.offset, 0), here.reopen
+        least = 1 if stale else max(SEAL_MIN_CHARS, self._sealed_chars // SEAL_GROWTH)
+        # Read from the last cut as the next piece will be drawn: reopened code is code.
+        cut = lo + max(0, seal_point(reopen + text[lo:]) - len(reopen))
         mark = Mark(number, cut)
+        if cut - lo < least:
+            if len(text) - lo < SOFT_SEAL_CHARS and not stale:
+                return None
+            cut, again = soft_seal_point(text, lo, reopen)
+            if cut - lo < least:
+                return None
+            mark = Mark(number, cut, again)
+            self.seamed = True
         label = self.label if self.sealed == START else ""
         parts = segment_markdown(transcript, self.sealed, mark, self.fmt, thought)
         sealed = label + "\n\n".join(parts)

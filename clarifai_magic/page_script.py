@@ -267,7 +267,9 @@ def code_blocks(text: str) -> list[tuple[str, str]]:
     return blocks
 
 
-def code_actions(blocks: list[tuple[str, str]]) -> widgets.HTML:
+def code_actions(
+    blocks: list[tuple[str, str]], *, layout: widgets.Layout | None = None
+) -> widgets.HTML:
     """Rows under an answer, one per code block: which block, Copy, Insert into a new cell.
 
     One HTML widget for them all, its buttons styled as ipywidgets' own: a widget per button
@@ -286,4 +288,4 @@ def code_actions(blocks: list[tuple[str, str]]) -> widgets.HTML:
             'title="Put this code in a new cell">Insert into a new cell</button>'
             f'<pre hidden class="clarifai-code">{html.escape(code)}</pre></div>'
         )
-    return widgets.HTML("".join(rows), layout=widgets.Layout(flex="0 0 auto"))
+    return widgets.HTML("".join(rows), layout=layout or widgets.Layout(flex="0 0 auto"))

@@ -42,10 +42,17 @@ class AppendView:
     "the current cell", so a worker thread or a subshell may drive it.
     """
 
-    def __init__(self, box: widgets.Box, *, label: str = "", max_chars: int | None = None) -> None:
+    def __init__(
+        self,
+        box: widgets.Box,
+        *,
+        label: str = "",
+        max_chars: int | None = None,
+        layout: widgets.Layout | None = None,
+    ) -> None:
         self.box = box
-        # Shared: one Layout model for all pieces.
-        self.layout = widgets.Layout(margin="0", flex="0 0 auto")
+        # Shared: one Layout model for all pieces (and, given one, for all answers).
+        self.layout = layout or widgets.Layout(margin="0", flex="0 0 auto")
         # A seal sets the piece's outputs, adds a piece and re-lists the box's children.
         self.sealer = Sealer(label=label, max_chars=max_chars, seal_messages=2)
         self.stats = StreamStats()

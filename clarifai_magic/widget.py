@@ -68,6 +68,9 @@ class ChatPanel:
         self._quiet = False  # True while the panel itself sets a picker
         self.views: list[AppendView] = []  # one per answer asked here (tests, benchmarks)
         self._lock = threading.Lock()  # one question at a time, whichever thread sends
+        # One Layout model per kind of part, shared: a Layout per message would send about
+        # 750 bytes of widget state each, more than a short answer.
+        self._layouts: dict[str, widgets.Layout] = {}
 
         self.header = widgets.HTML()
         self.model_picker = widgets.Dropdown(description="Model", layout={"width": "auto"})
@@ -217,11 +220,16 @@ class ChatPanel:
             f"model <code>{html.escape(model_id(model))}</code>"
         )
 
+    def _layout(self, kind: str) -> widgets.Layout:
+        if kind not in self._layouts:
+            self._layouts[kind] = _new_layout(kind)
+        return self._layouts[kind]
+
     def _add(self, child: widgets.Widget) -> None:
         self.messages.children = (*self.messages.children, child)
 
     def _bubble(self, role: str, markdown: str) -> widgets.Output:
-        out = widgets.Output(layout=_bubble_layout(role))
+        out = widgets.Output(layout=self._layout(role))
         out.add_class(f"clarifai-chat-{role}")
         if role == "user":
             markdown = USER_LABEL + _hard_breaks(markdown)
@@ -261,10 +269,15 @@ class ChatPanel:
                 return None
             self.prompt.value = ""
             self._bubble("user", safe_markdown_within(question, self.max_display_chars))
-            answer = widgets.VBox(layout=_bubble_layout("assistant"))
+            answer = widgets.VBox(layout=self._layout("assistant"))
             answer.add_class("clarifai-chat-assistant")
             self._add(answer)
-            view = AppendView(answer, label=MODEL_LABEL, max_chars=self.max_display_chars)
+            view = AppendView(
+                answer,
+                label=MODEL_LABEL,
+                max_chars=self.max_display_chars,
+                layout=self._layout("piece"),
+            )
             self.views.append(view)
             self.cancel.clear()
             self.send_button.disabled, self.stop_button.disabled = True, False
@@ -293,7 +306,7 @@ class ChatPanel:
             transcript = self.session.ask(ask, lambda: view, confirm=confirm, cancel=self.cancel)
         except Exception as exc:  # a worker thread has nobody to raise to: show it
             shown = str(exc) if isinstance(exc, SessionError) else f"{type(exc).__name__}: {exc}"
-            error = widgets.Output(layout=_bubble_layout("error"))
+            error = widgets.Output(layout=self._layout("error"))
             error.add_class("clarifai-chat-error")
             error.outputs = markdown_output(quote_untrusted("⚠️ ", shown))
             answer.children = (error,)
@@ -302,14 +315,17 @@ class ChatPanel:
         if transcript is not None:
             blocks = code_blocks(transcript.answer)
             if blocks:
-                answer.children = (*answer.children, code_actions(blocks))
+                rows = code_actions(blocks, layout=self._layout("piece"))
+                answer.children = (*answer.children, rows)
         if self.chat not in self.chat_picker.options:
             self._set_chats()
 
 
-def _bubble_layout(role: str) -> widgets.Layout:
-    accent = {"user": "#1976d2", "error": "#d32f2f"}.get(role, "#9e9e9e")
+def _new_layout(kind: str) -> widgets.Layout:
     # flex "0 0 auto": in the scrolling message list a message keeps its height, not squeezed.
+    if kind == "piece":  # a part of an answer
+        return widgets.Layout(margin="0", flex="0 0 auto")
+    accent = {"user": "#1976d2", "error": "#d32f2f"}.get(kind, "#9e9e9e")
     return widgets.Layout(
         padding="0 8px", margin="4px 0", border_left=f"3px solid {accent}", flex="0 0 auto"
     )

@@ -87,19 +87,41 @@ def footer(transcript: Transcript) -> str:
     return " · ".join(parts)
 
 
-def _args_preview(arguments: str) -> str:
-    if len(arguments) > PARSE_ARGUMENTS_CHARS:
-        return arguments
+def _parsed(text: str) -> Any:
+    """JSON ``text`` as a value, or None (too long to parse on every frame, or not JSON)."""
+    if len(text) > PARSE_ARGUMENTS_CHARS:
+        return None
     try:
-        value = json.loads(arguments or "{}")
+        return json.loads(text)
     except (ValueError, RecursionError):  # RecursionError: hostile nesting
-        return arguments
+        return None
+
+
+def _fields_preview(value: Any, raw: str) -> str:
+    """A JSON value as ``key=value, ...`` (an object) or compact JSON; ``raw`` if it can't be."""
     try:
         if isinstance(value, dict):
             return ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in value.items())
         return json.dumps(value, ensure_ascii=False)
     except RecursionError:
-        return arguments
+        return raw
+
+
+def _args_preview(arguments: str) -> str:
+    value = _parsed(arguments or "{}")
+    return arguments if value is None else _fields_preview(value, arguments)
+
+
+def _result_preview(content: str, arguments: str) -> str:
+    """A result as fields, leaving out those that only echo an argument back (a weather tool's
+    ``"location": "Paris"``), so the line shows what the call found."""
+    value = _parsed(content)
+    if not isinstance(value, dict):
+        return content
+    args = _parsed(arguments or "{}")
+    echoed = list(args.values()) if isinstance(args, dict) else []
+    found = {k: v for k, v in value.items() if not (isinstance(v, str) and v in echoed)}
+    return _fields_preview(found or value, content)
 
 
 def _clip(text: str, limit: int = PREVIEW_CHARS) -> str:
@@ -138,7 +160,8 @@ def tool_summary(activity: ToolActivity, *, turn_over: bool = False) -> str:
     if not outcome.ok:
         error = one_line(_short(outcome.error or "failed", 120))
         return f"{head} ✗ {error} · {_took(outcome.duration)}"
-    return f"{head} → {one_line(_short(outcome.content, 40))} · {_took(outcome.duration)}"
+    result = one_line(_short(_result_preview(outcome.content, call.arguments), 40))
+    return f"{head} → {result} · {_took(outcome.duration)}"
 
 
 def _details(summary_html: str, body: str) -> str:

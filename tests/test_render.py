@@ -313,6 +313,20 @@ def test_a_tool_cut_off_by_the_end_of_the_turn_says_what_happened(
     assert tool_summary(activity(**fields), turn_over=False).endswith("…")
 
 
+def test_the_tool_summary_shows_what_the_result_found_not_its_echo() -> None:
+    weather = activity(
+        arguments='{"location": "Paris, France"}',
+        result='{"location": "Paris, France", "temperature": 18.0, "unit": "celsius"}',
+    )
+    line = tool_summary(weather)
+    assert line.startswith('fetch(location="Paris, France") → temperature=18.0, unit="celsius" · ')
+    # Results that are not JSON objects, or only echo, are shown as they are.
+    assert '→ ["a", "b"] · ' in tool_summary(activity(result='["a", "b"]'))
+    assert "→ plain text · " in tool_summary(activity(result="plain text"))
+    echo = activity(arguments='{"q": "x"}', result='{"q": "x"}')
+    assert '→ q="x" · ' in tool_summary(echo)
+
+
 def test_an_incomplete_stream_is_said_as_such() -> None:
     turn = transcript(
         text="Half an answer", status="incomplete", error="The stream ended <b>early</b>."

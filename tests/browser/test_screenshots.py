@@ -33,10 +33,11 @@ def get_weather(location: str, unit: Literal["celsius", "fahrenheit"] = "celsius
         location: City and country, e.g. "Bogotá, Colombia".
         unit: The temperature unit.
     """
-    # Made-up readings; the temperature first, so the cell's one-line preview shows it.
+    # Made-up readings, the location echoed back first as weather APIs do (the cell's one-line
+    # preview leaves the echo out).
     celsius = {"paris": 18.0, "bogotá": 14.5}[location.split(",")[0].strip().lower()]
     value = celsius if unit == "celsius" else celsius * 9 / 5 + 32
-    return {"temperature": value, "unit": unit, "location": location}'''
+    return {"location": location, "temperature": value, "unit": unit}'''
 WEATHER_QUESTION = "%%clarifai --tools get_weather\nHow warm is it in Paris and in Bogotá?"
 WEATHER_CALLS = [
     ("call_1", "get_weather", '{"location": "Paris, France"}'),
@@ -128,10 +129,8 @@ def test_screenshot_of_a_finished_tool_calling_cell(
     summaries = out.locator("summary", has_text="get_weather")
     expect(summaries).to_have_text(
         [
-            re.compile(r'get_weather\(location="Paris, France"\) → \{"temperature": 18\.0, .* · '),
-            re.compile(
-                r'get_weather\(location="Bogotá, Colombia"\) → \{"temperature": 14\.5, .* · '
-            ),
+            re.compile(r'get_weather\(location="Paris, France"\) → temperature=18\.0, .* · '),
+            re.compile(r'get_weather\(location="Bogotá, Colombia"\) → temperature=14\.5, .* · '),
         ]
     )
     expect(out.locator("strong", has_text="14.5 °C")).to_be_visible()

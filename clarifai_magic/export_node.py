@@ -9,9 +9,10 @@ client sends the stored messages as they are and loops over ``tool_calls`` itsel
 (v6) takes its own message shapes (``tool-call`` / ``tool-result`` parts, converted here by
 :func:`sdk_messages`) and runs the tool loop with ``tool({..., inputSchema: jsonSchema(...)})``
 and ``stopWhen: stepCountIs(n)``, each tool's ``execute`` calling the same ``runTool`` stub lookup.
-Images kept in files are read with ``readFileSync(new URL(path, import.meta.url))``: relative to
-the program's own file, not the current folder. Strings from the conversation enter only as JSON
-literals (:func:`~clarifai_magic.export.literal`). Pure: no IPython here.
+Images kept in files are read with ``readFileSync(new URL(path, import.meta.url))``
+(:data:`~clarifai_magic.export_images.NODE_IMAGE_READER`): relative to the program's own file,
+not the current folder. Strings from the conversation enter only as JSON literals
+(:func:`~clarifai_magic.export.literal`). Pure: no IPython here.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from .export import (
     Program,
     comments,
     common_notes,
-    image_files,
     json_string,
     literal,
+    stub_notes,
+    stub_result,
 )
+from .export_images import NODE_IMAGE_READER, image_files
 
 # Names a destructured parameter can't take as they are.
 _JS_RESERVED = frozenset((
@@ -51,14 +54,6 @@ _JS_DEFAULTS = {
     "array": [],
     "object": {},
 }
-
-_JS_IMAGE_URL = """// An image kept beside this program (found from this file, not the current
-// folder), as the data URL the notebook sent.
-function imageURL(path = "", mime = "") {
-  const data = readFileSync(new URL(path, import.meta.url)).toString("base64");
-  return `data:${mime};base64,${data}`;
-}
-"""
 
 _JS_DATA_NOTE = (
     "// JSON.parse(JSON.stringify(...)): a copy TypeScript reads as untyped JSON, so its plain\n"
@@ -186,16 +181,11 @@ def js_stubs(tools: list[dict[str, Any]]) -> str:
     for entry in tools:
         fn = entry["function"]
         parameters = fn.get("parameters") or {}
-        doc = (fn.get("description") or "").splitlines()
-        lines = [f"  {json_string(fn['name'])}: async ({_js_parameters(parameters)}) => {{"]
-        if doc:
-            lines.append(f"    // {doc[0]}")
-        lines += [
-            f"    // args: {_args_comment(parameters)}",
-            f"    // Put the real code of {fn['name']} here: the notebook's function is not"
-            " exported.",
-            "    // What it returns is sent back to the model as the tool's result.",
-            f"    return {json_string(fn['name'] + ' is a stub: no result yet.')};",
+        notes = stub_notes(fn, f"args: {_args_comment(parameters)}")
+        lines = [
+            f"  {json_string(fn['name'])}: async ({_js_parameters(parameters)}) => {{",
+            *(f"    // {line}" for line in notes),
+            f"    return {stub_result(fn['name'])};",
             "  },",
         ]
         entries.append("\n".join(lines))
@@ -213,7 +203,7 @@ def _imports(request: ExportRequest, *lines: str) -> str:
 
 
 def _image_helper(request: ExportRequest) -> list[str]:
-    return [_JS_IMAGE_URL] if image_files(request.messages) else []
+    return [NODE_IMAGE_READER] if image_files(request.messages) else []
 
 
 def _tool_names(messages: list[dict[str, Any]]) -> dict[str, str]:

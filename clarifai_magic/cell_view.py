@@ -5,6 +5,9 @@ Each sealed block goes into an output of its own, never updated again, and a new
 takes the tail. At the end the tail becomes the whole final Markdown and the others are emptied,
 so a saved notebook holds the answer as one Markdown output (nbviewer and GitHub render it). The
 sealed outputs share one display id, so emptying them all is one message however many there are.
+JupyterLab, Notebook 7 and VS Code treat a new output with a known id as a new output; nbclassic
+and nbclient also redraw the earlier ones with it, so there the sealed blocks repeat the latest
+one while the answer streams, and the end is the same everywhere.
 """
 
 from __future__ import annotations

@@ -27,7 +27,6 @@ inserted text is always an element's ``textContent``: the code as written, never
 from __future__ import annotations
 
 import html
-import re
 
 import ipywidgets as widgets
 
@@ -242,29 +241,6 @@ def run_in_page() -> None:
     handle = display(Javascript(SCRIPT), display_id=True)
     if handle is not None:
         handle.update({}, raw=True)
-
-
-_FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})\s*([^\s`]*)[^`]*$")
-
-
-def code_blocks(text: str) -> list[tuple[str, str]]:
-    """The fenced code blocks of Markdown ``text``: (language, code), in order."""
-    blocks: list[tuple[str, str]] = []
-    fence: str | None = None
-    lang, lines = "", []
-    for line in text.split("\n"):
-        if fence is None:
-            match = _FENCE.match(line)
-            if match:
-                fence, lang, lines = match.group(2), match.group(3), []
-        elif line.strip().startswith(fence) and not line.strip().strip(fence[0]):
-            blocks.append((lang, "\n".join(lines)))
-            fence = None
-        else:
-            lines.append(line)
-    if fence is not None and lines:  # an answer cut short: its open block is code all the same
-        blocks.append((lang, "\n".join(lines)))
-    return blocks
 
 
 def code_actions(

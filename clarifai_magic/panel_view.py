@@ -4,7 +4,9 @@ An answer is a box of Output widgets. :class:`~clarifai_magic.sealing.Sealer` de
 send, as for the cell: each sealed block goes into the Output widget that showed the tail, never
 to be updated again, and a new widget below takes the tail. So what goes over the wire grows with
 the answer's size, not with how long it streams (a whole-answer redraw, 20 times a second,
-re-sends a slow answer hundreds of times). Unlike the cell, the pieces stay: the panel is live.
+re-sends a slow answer hundreds of times). At the end the open piece is drawn final and the
+sealed pieces stay, unless a block was sealed in two (a seam) or the answer is clipped: then the
+whole answer replaces them in one piece, as the cell's final frame does.
 """
 
 from __future__ import annotations
@@ -30,16 +32,17 @@ class StreamStats:
     of each new piece widget plus the answer box's list of them, as JSON."""
 
     updates: int = 0
+    seals: int = 0
     bytes_sent: int = 0
     overhead_bytes: int = 0
     first_text_at: float | None = None
 
 
 class AppendView:
-    """Draws a turn into ``box`` (a VBox) append-only; safe to call from any thread.
+    """Draws a turn into ``box`` (a VBox) append-only, driven by one thread at a time.
 
     Setting widget traits sends comm messages from whichever thread sets them, without touching
-    "the current cell", so a worker thread or a subshell may drive it.
+    "the current cell", so the panel's worker thread (or a subshell) may be that thread.
     """
 
     def __init__(
@@ -83,7 +86,7 @@ class AppendView:
                 self._draw(rest)
             elif len(self.box.children) == 1:  # nothing sealed: the open piece takes it all
                 self._draw(self.sealer.whole(transcript))
-            else:  # clipped: the sealed pieces can't stay, the whole turn goes in one
+            else:  # seamed or clipped: the sealed pieces can't stay, the whole goes in one
                 self._restart(self.sealer.whole(transcript))
             return
         frame = self.sealer.step(transcript, force=force)
@@ -91,6 +94,7 @@ class AppendView:
             return
         if frame.sealed is not None:
             self._draw(frame.sealed)  # for good: the piece is never drawn again
+            self.stats.seals += 1
             self.open = self._piece(frame.tail or "")
             self._set_children((*self.box.children, self.open))
         elif frame.tail is not None:
@@ -101,10 +105,12 @@ class AppendView:
         self._count(markdown)
 
     def _restart(self, markdown: str) -> None:
-        for child in self.box.children:
-            child.close()
+        # Listed first, closed after: the box never names a widget the page has dropped.
+        old = self.box.children
         self.open = self._piece(markdown)
         self._set_children((self.open,))
+        for child in old:
+            child.close()
 
     def text(self) -> str:
         """The Markdown on screen, pieces joined (for tests)."""

@@ -37,8 +37,6 @@ from .safe_markdown import (  # noqa: F401  (safe_markdown_within, clip_plain: i
 from .transcript import Round, ToolActivity, Transcript
 
 MAX_UPDATES_PER_SECOND = 20
-BYTES_PER_SECOND = 32_000
-MAX_INTERVAL = 1.0
 TERMINAL_INTERVAL = 0.03
 PREVIEW_CHARS = 600
 # Past this, tool arguments are shown as sent rather than parsed and pretty-printed on every frame.
@@ -54,20 +52,16 @@ THINKING_STYLE = "color:#888888"  # reasoning in grey: quoted text is not muted 
 class FrameBudget:
     """Says whether enough time has passed since the last draw to draw again."""
 
-    def __init__(self, min_interval: float, bytes_per_second: float | None = None) -> None:
+    def __init__(self, min_interval: float) -> None:
         self.min_interval = min_interval
-        self.bytes_per_second = bytes_per_second
         self.next_at = 0.0
 
     def allows(self, *, final: bool = False, force: bool = False) -> bool:
         """Draw now? Always for the final frame and a forced one, else when the time has come."""
         return final or force or time.monotonic() >= self.next_at
 
-    def drew(self, size: int = 0) -> None:
-        interval = self.min_interval
-        if self.bytes_per_second:
-            interval = min(max(interval, size / self.bytes_per_second), MAX_INTERVAL)
-        self.next_at = time.monotonic() + interval
+    def drew(self) -> None:
+        self.next_at = time.monotonic() + self.min_interval
 
 
 # -- a turn as Markdown ---------------------------------------------------------------------------

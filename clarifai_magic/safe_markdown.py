@@ -7,7 +7,9 @@ escapes what could open HTML outside code, turns images into links (nothing is f
 click), and rewrites every code block with a fence longer than anything inside it; :func:`fenced`,
 :func:`code_span` and :func:`quote_untrusted` wrap text in code or quotes the same way;
 :func:`seal_point` says where a streaming answer may be cut into blocks drawn apart, and
-:func:`safe_markdown_within` fits it under a display's size limit. Pure: no IPython here.
+:func:`soft_seal_point` where a long block may be cut with a seam; :func:`code_blocks` lists
+its code blocks as the page shows them, and :func:`safe_markdown_within` fits it under a
+display's size limit. Pure: no IPython here.
 """
 
 from __future__ import annotations
@@ -263,11 +265,15 @@ def _lines(text: str, start: int) -> Iterator[tuple[int, str, bool, _Fence | Non
     after_blank = True  # what safe_markdown's ``not out or blank_due or _blank(out[-1])`` says
     prev_blank = True
     pos = start
-    stop = text.find("\r", start)  # safe_markdown reads "\r" as a line break: go no further
+    # safe_markdown reads a lone "\r" as a line break too: go no further than the first (or one
+    # at the end, which may be the start of "\r\n"). A line's "\r\n" ends it as "\n" does.
+    stop = text.find("\r", start)
+    while stop != -1 and text.startswith("\n", stop + 1):
+        stop = text.find("\r", stop + 2)
     end = len(text) if stop == -1 else stop
     while pos < end:
         nl = text.find("\n", pos, end)
-        line = text[pos:end] if nl == -1 else text[pos:nl]
+        line = text[pos:end] if nl == -1 else text[pos:nl].removesuffix("\r")
         yield pos, line, nl != -1, fence, fence_line, prev_blank
         if nl == -1:
             return
@@ -286,6 +292,29 @@ def _lines(text: str, start: int) -> Iterator[tuple[int, str, bool, _Fence | Non
         else:
             after_blank = _blank(line)
         prev_blank = _blank(line)
+
+
+def code_blocks(text: str) -> list[tuple[str, str]]:
+    """The code blocks of Markdown ``text`` as :func:`safe_markdown` reads them (so as the page
+    shows them): (language, code), in order, one still open at the end included."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    fences: list[_Fence] = []
+    for _, line, complete, fence, _, _ in _lines(text, 0):
+        if fence is None:
+            continue
+        if not fences or fences[-1] is not fence:
+            fences.append(fence)
+        if not complete and not fence.closed_by(line):  # the last line, its end not come
+            fence.lines.append(line)
+    return [
+        (fence.lang, "\n".join(_dedent(line, fence.indent) for line in fence.lines))
+        for fence in fences
+    ]
+
+
+def _dedent(line: str, indent: int) -> str:
+    """``line`` less up to ``indent`` spaces: what a fence indented that far leaves of it."""
+    return line[min(indent, len(line) - len(line.lstrip(" "))) :]
 
 
 def seal_point(text: str, start: int = 0) -> int:
@@ -313,29 +342,40 @@ def seal_point(text: str, start: int = 0) -> int:
 
 
 _SETEXT_UNDERLINE = re.compile(r"[=-]+[ \t]*")
+# A word starting a piece cut from the middle of a line: a letter, so it can't open a block.
+_WORD_AFTER_SPACE = re.compile(r" (?=[^\W\d_])")
 
 
 def soft_seal_point(text: str, start: int = 0, reopen: str = "") -> tuple[int, str]:
-    """For a long block with no :func:`seal_point`: the furthest line start after ``start``
-    where ``text`` may be cut so that both parts still render as what they are, give or take a
-    seam (a paragraph or list drawn as two, a code block as two), which a view's final frame,
+    """For a long block with no :func:`seal_point`: the furthest place after ``start`` where
+    ``text`` may be cut so that both parts still render as what they are, give or take a seam
+    (a paragraph or list drawn as two, a code block or table as two), which a view's final frame,
     drawn whole, removes.
 
-    Returns ``(cut, again)``: ``again`` is the line that opened the code block the cut falls in
-    ('' outside code), to go before what follows the cut so that it is still code; ``reopen``
-    is that line from the cut at ``start``. Returns ``(start, "")`` when there is no cut. Tables,
-    indented lines and setext underlines are never cut before, nor a block's closing fence.
+    Returns ``(cut, again)``: ``again`` is what reopens the block the cut falls in (the line that
+    opened its code block, or its table's header and delimiter rows; '' elsewhere), to go before
+    what follows the cut so that it is still code or table; ``reopen`` is that text from the cut
+    at ``start``. A cut is at a line start; indented lines and setext underlines are never cut
+    before, nor a block's closing fence. A block of one long line (or lines that can't be cut
+    before) is cut between two words of its last line, outside code spans. Returns
+    ``(start, "")`` when there is no cut.
     """
     virtual = reopen + text[start:]
     best, again = 0, ""
     prev: str | None = None
+    table = ""  # the header and delimiter rows of the table the line is in
+    last: tuple[int, str, _Fence | None, str] | None = None
     for pos, line, complete, fence, fence_line, _ in _lines(virtual, 0):
+        last = (pos, line, fence, fence_line)
         if not complete:  # what the line starts with may still change
             break
         if pos > len(reopen) and prev is not None:
             if fence is not None:
                 if fence.indent == 0 and not fence.closed_by(line):
                     best, again = pos, fence_line + "\n"
+            elif table:
+                if not _blank(line) and not _table_delimiter(prev):  # a row stays with its head
+                    best, again = pos, table
             elif (
                 line[:1] not in ("", " ", "\t")
                 and not _blank(prev)
@@ -344,10 +384,36 @@ def soft_seal_point(text: str, start: int = 0, reopen: str = "") -> tuple[int, s
                 and not _SETEXT_UNDERLINE.fullmatch(line)
             ):
                 best, again = pos, ""
+        if fence is None:
+            if _blank(line):
+                table = ""
+            elif prev is not None and not table and "|" in prev and _table_delimiter(line):
+                table = f"{prev}\n{line}\n"
         prev = line
+    if not best and last is not None and not table:
+        best, again = _between_words(*last, least=len(reopen))
     if not best:
         return start, ""
     return start + best - len(reopen), again
+
+
+def _between_words(
+    pos: int, line: str, fence: _Fence | None, fence_line: str, least: int
+) -> tuple[int, str]:
+    """The last place in ``line`` (at ``pos``) between two words, outside code spans, and what
+    reopens its block there; (0, "") when there is none past ``least``. Never in a fence line."""
+    if fence is not None and (fence.indent or fence.closed_by(line)):
+        return 0, ""
+    if fence is None and _opener(line, True) is not None:
+        return 0, ""
+    for space in reversed([m.start() for m in _WORD_AFTER_SPACE.finditer(line)]):
+        if pos + space + 1 <= least or not line[:space].strip():
+            break
+        if fence is not None:
+            return pos + space + 1, fence_line + "\n"
+        if line.count("`", 0, space) % 2 == 0:  # a cut in a code span would show its backticks
+            return pos + space + 1, ""
+    return 0, ""
 
 
 def _defuse_link_definitions(lines: list[str], brackets: list[tuple[int, int]]) -> str:

@@ -5,12 +5,19 @@ Redrawing the whole answer at every frame sends bytes that grow with how long th
 not with its size. Here finished blocks of the answer (cut by
 :func:`~clarifai_magic.safe_markdown.seal_point`: at a blank line, outside code, where a block
 renders alone as it does in the whole) are *sealed*: shown once, whole, and never updated again;
-only the open block below them (the *tail*) is redrawn. Tail redraws are held to a byte budget in
-proportion to the text received, so display bytes ÷ answer bytes stays under 3 at any length and
-speed, at most 20 frames a second, and an answer's first text is drawn at once.
+only the open block below them (the *tail*) is redrawn. A long block with no such cut (a code
+block, a list, a table, one long line; any text or JSON answer) is sealed in two where it still
+renders as what it is (:func:`~clarifai_magic.safe_markdown.soft_seal_point`), leaving a *seam*
+that the final frame, drawn whole, removes. Tail redraws are held to a byte budget in proportion
+to the text received, and text the budget has held back for a second is sealed; so display
+bytes ÷ answer bytes stays under 3 past the first few hundred characters (a short answer also
+pays for the waiting line and the footer), at most 20 frames a second, the first text is drawn
+at once and a slow answer shows each line within about a second.
 
 Every piece is made by :func:`segment_markdown` from the turn (untrusted text escaped by
-:func:`~clarifai_magic.safe_markdown.safe_markdown`, each sealed block and the tail as a whole).
+:func:`~clarifai_magic.safe_markdown.safe_markdown`, each sealed block and the tail as a whole),
+and what is sealed stays within the display's size limit (past it the final frame is the whole,
+clipped with a notice).
 """
 
 from __future__ import annotations
@@ -41,7 +48,8 @@ SEAL_MIN_CHARS = 80
 SEAL_GROWTH = 8
 # Tail redraws may send this many characters per character received, plus a start-up allowance
 # (the first frames of a short answer); sealed blocks (1x) and the final frame (1x) come on top.
-# An open block of n characters is redrawn each time it grows by n / TAIL_RATIO.
+# So a tail of n characters is redrawn after about n / TAIL_RATIO more characters have come,
+# unless it is sealed first.
 TAIL_RATIO = 0.45
 TAIL_SLACK = 250
 # An open block this long (a long code block or list, a paragraph of many lines) is sealed at a
@@ -51,6 +59,7 @@ SOFT_SEAL_CHARS = 400
 # Text the byte budget holds back this long is sealed instead, as far as its last line end: sealed
 # text is sent once whatever happens, so a slow answer shows each line within about this time.
 STALE_SECONDS = 1.0
+REOPEN_PAYBACK = 4
 TOO_LONG_WHILE_STREAMING = "*Still streaming: too long to show here until it ends…*"
 
 
@@ -187,7 +196,9 @@ class Sealer:
             return None
         thought = self.thought(transcript)
         parts = segment_markdown(transcript, self.sealed, None, self.fmt, thought, final=True)
-        return "\n\n".join(parts + status_markdown(transcript, True, shown=True))
+        tail = "\n\n".join(parts + status_markdown(transcript, True, shown=True))
+        # Past the limit the whole is clipped with a notice, which sealed blocks can't say.
+        return None if self._sealed_chars + len(tail) > self.max_chars else tail
 
     def thought(self, transcript: Transcript) -> dict[int, float]:
         end = transcript.ended or self.clock()
@@ -216,7 +227,7 @@ class Sealer:
         received = received_size(transcript)
         thought = self.thought(transcript)
         sealed = None
-        sealable = self.fmt == "markdown" and bool(transcript.rounds) and received <= self.max_chars
+        sealable = bool(transcript.rounds) and received <= self.max_chars
         if sealable:
             sealed = self._seal(transcript, thought)
         tail = self._tail_markdown(transcript, thought, received)
@@ -247,21 +258,30 @@ class Sealer:
         here = self.sealed if self.sealed.round == number else Mark(number, 0)
         lo, reopen = max(here.offset, 0), here.reopen
         least = 1 if stale else max(SEAL_MIN_CHARS, self._sealed_chars // SEAL_GROWTH)
-        # Read from the last cut as the next piece will be drawn: reopened code is code.
-        cut = lo + max(0, seal_point(reopen + text[lo:]) - len(reopen))
-        mark = Mark(number, cut)
+        markdown = self.fmt == "markdown"
+        # Read from the last cut as the next piece will be drawn: reopened code is code. (Text
+        # and JSON pieces are each a block of their own: every cut there is a seam.)
+        cut = lo + max(0, seal_point(reopen + text[lo:]) - len(reopen)) if markdown else lo
+        mark, seamed = Mark(number, cut), False
         if cut - lo < least:
             if len(text) - lo < SOFT_SEAL_CHARS and not stale:
                 return None
-            cut, again = soft_seal_point(text, lo, reopen)
-            if cut - lo < least:
+            cut, again = (
+                soft_seal_point(text, lo, reopen) if markdown else (_line_cut(text, lo), "")
+            )
+            # A reopened block repeats its opening (a table's header): worth it for a piece
+            # several times as long.
+            if cut - lo < max(least, REOPEN_PAYBACK * len(again)):
                 return None
-            mark = Mark(number, cut, again)
-            self.seamed = True
+            mark, seamed = Mark(number, cut, again), True
         label = self.label if self.sealed == START else ""
         parts = segment_markdown(transcript, self.sealed, mark, self.fmt, thought)
         sealed = label + "\n\n".join(parts)
+        if self._sealed_chars + len(sealed) > self.max_chars:
+            return None  # the final frame clips the whole: what is sealed must stay under it
         self.sealed = mark
+        self.seamed |= seamed
+        self._tail_sent += len(mark.reopen)  # sent twice: counted with the redraws
         self._sealed_chars += len(sealed)
         return sealed
 
@@ -269,13 +289,18 @@ class Sealer:
         self, transcript: Transcript, thought: dict[int, float], received: int
     ) -> str:
         label = self.label if self.sealed == START else ""
-        if received > self.max_chars:
-            parts = [TOO_LONG_WHILE_STREAMING]
-        elif self.fmt == "markdown":
+        parts = [TOO_LONG_WHILE_STREAMING]
+        if received <= self.max_chars:
             parts = segment_markdown(transcript, self.sealed, None, self.fmt, thought)
-        else:  # not sealed: a <pre> or JSON block is redrawn whole, within the byte budget
-            return label + transcript_markdown(
-                transcript, final=False, fmt=self.fmt, max_chars=self.max_chars, thought=thought
-            )
+            if self._sealed_chars + sum(map(len, parts)) > self.max_chars:
+                parts = [TOO_LONG_WHILE_STREAMING]
         shown = bool(parts) or self.sealed != START
         return label + "\n\n".join(parts + status_markdown(transcript, False, shown=shown))
+
+
+def _line_cut(text: str, lo: int) -> int:
+    """After the last line break in ``text[lo:]``, else after its last space; ``lo`` if none."""
+    at = text.rfind("\n", lo)
+    if at == -1:
+        at = text.rfind(" ", lo)
+    return lo if at == -1 else at + 1

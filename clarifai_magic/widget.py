@@ -23,9 +23,10 @@ from .confirm import ButtonConfirm
 from .failures import CellFailed
 from .models import CAPABILITIES, OTHER_MODELS, ModelNameError, model_id, short_path
 from .options import RequestOptions
-from .page_script import SEND_MARK, code_actions, code_blocks, run_in_page
+from .page_script import SEND_MARK, code_actions, run_in_page
 from .panel_view import AppendView, markdown_output
 from .render import DEFAULT_MAX_DISPLAY_CHARS, quote_untrusted, safe_markdown_within
+from .safe_markdown import code_blocks
 from .session import MAIN_CHAT, Ask, Session, SessionError
 from .transcript import Transcript
 

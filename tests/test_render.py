@@ -25,6 +25,7 @@ from clarifai_magic.render import (
     tool_summary,
     transcript_markdown,
 )
+from clarifai_magic.safe_markdown import code_blocks as answer_code_blocks
 from clarifai_magic.safe_markdown import code_span, safe_markdown, seal_point
 from clarifai_magic.stream import ToolCall
 from clarifai_magic.testing import chunk
@@ -164,7 +165,7 @@ def test_thinking_is_folded_quoted_grey_and_says_how_long() -> None:
     # Both paragraphs of the reasoning are in the grey block, quoted; the answer is not.
     assert inside.strip().startswith("<blockquote>")
     assert "Two threes make six." in inside and "So: six." in inside
-    assert "Six." not in inside.replace("six.", "")
+    assert "<p>Six.</p>" not in inside
     assert html_.index("</details>") < html_.index("<p>Six.</p>")
 
 
@@ -464,3 +465,24 @@ def test_a_tool_call_is_one_short_line_and_its_json_result_is_pretty_printed() -
     assert len(shown) < 110 and "\n" not in shown and "0.00 s" not in shown, shown
     assert '>   "temperature": 21,' in markdown  # pretty-printed, inside the quoted container
     assert "**Arguments**" in markdown and "**Result**" in markdown
+
+
+def test_code_blocks_for_copy_and_insert_are_the_blocks_the_page_shows() -> None:
+    answer = (
+        "Run this:\n\n"
+        "````markdown\n```python\nprint(1)\n```\n````\n\n"  # a fence inside a longer one
+        "~~~bash\npip install x\n~~~\n\n"
+        "- in a list:\n\n  ```python\n  x = 1\n    y = 2\n  ```\n\n"
+        "Not a fence: ``` inline ``` code.\r\n\r\n"
+        "```python\r\nstill(open)"
+    )
+    assert answer_code_blocks(answer) == [
+        ("markdown", "```python\nprint(1)\n```"),
+        ("bash", "pip install x"),
+        ("python", "x = 1\n  y = 2"),
+        ("python", "still(open)"),
+    ]
+    for lang, code in answer_code_blocks(answer):
+        # What the page draws as that block (safe_markdown then a renderer) holds that code.
+        shown = [html.unescape(block) for block in code_blocks(safe_markdown(answer))]
+        assert any(code in block for block in shown), (lang, code)

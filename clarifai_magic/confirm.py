@@ -150,6 +150,8 @@ class ButtonConfirm:
             verdict = "Approved." if approved else "Skipped."
         label.value = f"🔧 {_escape(_question(tool, arguments))} <b>{verdict}</b>"
         box.children = (label,)
+        run.close()
+        skip.close()
         return approved
 
 

@@ -26,10 +26,6 @@ inserted text is always an element's ``textContent``: the code as written, never
 
 from __future__ import annotations
 
-import html
-
-import ipywidgets as widgets
-
 SEND_MARK = "\u2063"  # INVISIBLE SEPARATOR: never typed by people, stripped before sending
 
 SCRIPT = r"""
@@ -241,27 +237,3 @@ def run_in_page() -> None:
     handle = display(Javascript(SCRIPT), display_id=True)
     if handle is not None:
         handle.update({}, raw=True)
-
-
-def code_actions(
-    blocks: list[tuple[str, str]], *, layout: widgets.Layout | None = None
-) -> widgets.HTML:
-    """Rows under an answer, one per code block: which block, Copy, Insert into a new cell.
-
-    One HTML widget for them all, its buttons styled as ipywidgets' own: a widget per button
-    would cost each answer a dozen widget models (and their layouts) over the wire, more than the
-    answer itself. The code travels in a hidden ``<pre>``, HTML-escaped, for the page script.
-    """
-    rows = []
-    for number, (lang, code) in enumerate(blocks, 1):
-        what = f"{html.escape(lang)} code" if lang else "code"
-        rows.append(
-            '<div class="clarifai-code-actions">'
-            f"<small>{what} block {number}</small> "
-            '<button class="jupyter-button widget-button clarifai-copy" '
-            'title="Copy this code block">Copy</button> '
-            '<button class="jupyter-button widget-button clarifai-insert" '
-            'title="Put this code in a new cell">Insert into a new cell</button>'
-            f'<pre hidden class="clarifai-code">{html.escape(code)}</pre></div>'
-        )
-    return widgets.HTML("".join(rows), layout=layout or widgets.Layout(flex="0 0 auto"))

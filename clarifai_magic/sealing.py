@@ -52,6 +52,9 @@ SEAL_GROWTH = 8
 # unless it is sealed first.
 TAIL_RATIO = 0.45
 TAIL_SLACK = 250
+# What a frame costs on the wire besides its Markdown (the message around it), counted with the
+# redraws so that many small frames are not free.
+FRAME_CHARS = 60
 # An open block this long (a long code block or list, a paragraph of many lines) is sealed at a
 # line end, with a seam the final frame removes: else it would be redrawn only every time it
 # grew by half again, and text could stall for seconds at a model's speed.
@@ -235,7 +238,7 @@ class Sealer:
             if tail == self._last_tail:
                 return Frame()
             allowance = TAIL_RATIO * received + TAIL_SLACK - self._tail_sent
-            if len(tail) > allowance and not urgent:
+            if len(tail) + FRAME_CHARS > allowance and not urgent:
                 # Later, when more text has come, bytes stay in proportion; unless it has waited
                 # too long: then what has come, up to its last line end, is sealed.
                 if sealable and now - self._drawn_at >= STALE_SECONDS:
@@ -244,7 +247,7 @@ class Sealer:
                     return Frame()
                 tail = self._tail_markdown(transcript, thought, received)
         self._drawn_at = now
-        self._tail_sent += len(tail)
+        self._tail_sent += len(tail) + FRAME_CHARS
         self._last_tail = tail
         return Frame(sealed, tail)
 

@@ -4,10 +4,11 @@
 notebook's conversations (``main`` by default, shared with the cells): a model picker, the
 conversation's system prompt, a conversation picker with "New conversation", the messages, a
 prompt box (Enter sends, Shift+Enter adds a line), Send and Stop. A question runs on a worker
-thread, so the notebook stays usable and Stop is heard at once. Answers stream append-only into
-the panel's own widgets (:mod:`.panel_view`), never into "the current cell", so callbacks are
-correct on whichever thread they run (a subshell, the worker). Everything shown that came from
-the user, the model or a tool (live or stored) is escaped as in the cell.
+thread, so the notebook stays usable and Stop is heard at once. Messages go to the panel's log
+(:mod:`.chat_log`, one anywidget), answers append-only (:mod:`.panel_view`), never into "the
+current cell", so callbacks are correct on whichever thread they run (a subshell, the worker).
+Everything shown that came from the user, the model or a tool (live or stored) is escaped as in
+the cell.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from .chat_log import ChatLog
 from .confirm import ButtonConfirm
 from .failures import CellFailed
 from .models import CAPABILITIES, OTHER_MODELS, ModelNameError, model_id, short_path
 from .options import RequestOptions
-from .page_script import SEND_MARK, code_actions, run_in_page
-from .panel_view import AppendView, markdown_output
+from .page_script import SEND_MARK, run_in_page
+from .panel_view import AppendView
 from .render import DEFAULT_MAX_DISPLAY_CHARS, quote_untrusted, safe_markdown_within
 from .safe_markdown import code_blocks
 from .session import MAIN_CHAT, Ask, Session, SessionError
@@ -69,9 +71,6 @@ class ChatPanel:
         self._quiet = False  # True while the panel itself sets a picker
         self.views: list[AppendView] = []  # one per answer asked here (tests, benchmarks)
         self._lock = threading.Lock()  # one question at a time, whichever thread sends
-        # One Layout model per kind of part, shared: a Layout per message would send about
-        # 750 bytes of widget state each, more than a short answer.
-        self._layouts: dict[str, widgets.Layout] = {}
 
         self.header = widgets.HTML()
         self.model_picker = widgets.Dropdown(description="Model", layout={"width": "auto"})
@@ -83,7 +82,8 @@ class ChatPanel:
             placeholder="System prompt (optional; kept with the conversation)",
             layout=widgets.Layout(width="100%"),
         )
-        self.messages = widgets.VBox(layout=widgets.Layout(max_height="480px", overflow="auto"))
+        self.log = ChatLog()
+        self.asks = widgets.VBox()  # Run/Skip for confirm=True tools, while a question runs
         self.prompt = widgets.Textarea(
             placeholder="Ask a question… (Enter sends, Shift+Enter adds a line)",
             layout=widgets.Layout(width="100%", height="80px"),
@@ -102,7 +102,8 @@ class ChatPanel:
                 self.header,
                 widgets.HBox([self.model_picker, self.chat_picker, self.new_chat_button]),
                 self.system,
-                self.messages,
+                self.log,
+                self.asks,
                 self.prompt,
                 widgets.HBox([self.send_button, self.stop_button]),
             ],
@@ -197,7 +198,7 @@ class ChatPanel:
             self.chat_picker.value = name
         finally:
             self._quiet = False
-        self.messages.children = ()
+        self.log.reset()
         self._load_history()
 
     def new_chat(self) -> str:
@@ -221,24 +222,15 @@ class ChatPanel:
             f"model <code>{html.escape(model_id(model))}</code>"
         )
 
-    def _layout(self, kind: str) -> widgets.Layout:
-        if kind not in self._layouts:
-            self._layouts[kind] = _new_layout(kind)
-        return self._layouts[kind]
-
-    def _add(self, child: widgets.Widget) -> None:
-        self.messages.children = (*self.messages.children, child)
-
-    def _bubble(self, role: str, markdown: str) -> widgets.Output:
-        out = widgets.Output(layout=self._layout(role))
-        out.add_class(f"clarifai-chat-{role}")
+    def _bubble(self, role: str, markdown: str) -> int:
         if role == "user":
             markdown = USER_LABEL + _hard_breaks(markdown)
         elif role == "assistant":
             markdown = MODEL_LABEL + markdown
-        out.outputs = markdown_output(markdown)
-        self._add(out)
-        return out
+        return self.log.add(role, markdown)
+
+    def _ask_here(self, box: widgets.Widget) -> None:
+        self.asks.children = (*self.asks.children, box)
 
     def _load_history(self) -> None:
         self.header.value = self._describe()
@@ -270,15 +262,7 @@ class ChatPanel:
                 return None
             self.prompt.value = ""
             self._bubble("user", safe_markdown_within(question, self.max_display_chars))
-            answer = widgets.VBox(layout=self._layout("assistant"))
-            answer.add_class("clarifai-chat-assistant")
-            self._add(answer)
-            view = AppendView(
-                answer,
-                label=MODEL_LABEL,
-                max_chars=self.max_display_chars,
-                layout=self._layout("piece"),
-            )
+            view = AppendView(self.log, label=MODEL_LABEL, max_chars=self.max_display_chars)
             self.views.append(view)
             self.cancel.clear()
             self.send_button.disabled, self.stop_button.disabled = True, False
@@ -294,7 +278,6 @@ class ChatPanel:
         return value or None
 
     def _ask(self, question: str, view: AppendView) -> None:
-        answer = view.box
         transcript: Transcript | None = None
         try:
             ask = Ask(
@@ -303,33 +286,23 @@ class ChatPanel:
                 chat=self.chat,
                 tools=self.tools(),
             )
-            confirm = ButtonConfirm(place=self._add, cancel=self.cancel)
+            confirm = ButtonConfirm(place=self._ask_here, cancel=self.cancel)
             transcript = self.session.ask(ask, lambda: view, confirm=confirm, cancel=self.cancel)
         except Exception as exc:  # a worker thread has nobody to raise to: show it
             shown = str(exc) if isinstance(exc, SessionError) else f"{type(exc).__name__}: {exc}"
-            error = widgets.Output(layout=self._layout("error"))
-            error.add_class("clarifai-chat-error")
-            error.outputs = markdown_output(quote_untrusted("⚠️ ", shown))
-            answer.children = (error,)
+            self.log.whole(view.entry, quote_untrusted("⚠️ ", shown), kind="error")
         finally:
             self.send_button.disabled, self.stop_button.disabled = False, True
+            asked, self.asks.children = self.asks.children, ()
+            for box in asked:  # answered: the tool's block in the answer says what ran
+                for part in (*box.children, box):
+                    part.close()
         if transcript is not None:
             blocks = code_blocks(transcript.answer)
             if blocks:
-                rows = code_actions(blocks, layout=self._layout("piece"))
-                answer.children = (*answer.children, rows)
+                self.log.code(view.entry, blocks)
         if self.chat not in self.chat_picker.options:
             self._set_chats()
-
-
-def _new_layout(kind: str) -> widgets.Layout:
-    # flex "0 0 auto": in the scrolling message list a message keeps its height, not squeezed.
-    if kind == "piece":  # a part of an answer
-        return widgets.Layout(margin="0", flex="0 0 auto")
-    accent = {"user": "#1976d2", "error": "#d32f2f"}.get(kind, "#9e9e9e")
-    return widgets.Layout(
-        padding="0 8px", margin="4px 0", border_left=f"3px solid {accent}", flex="0 0 auto"
-    )
 
 
 def _hard_breaks(markdown: str) -> str:

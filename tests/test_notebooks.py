@@ -160,10 +160,16 @@ def test_binder_requirements_give_jupyterlab_with_the_widget_extension(tmp_path:
     listed = subprocess.run(
         [bin_dir / "jupyter", "labextension", "list"], capture_output=True, text=True
     )
-    assert "@jupyter-widgets/jupyterlab-manager" in listed.stdout + listed.stderr
-    assert "enabled" in listed.stdout + listed.stderr
+    extensions = listed.stdout + listed.stderr
+    # ipywidgets' (the panel's controls) and anywidget's (its message log), both enabled.
+    for name in ("@jupyter-widgets/jupyterlab-manager", "anywidget"):
+        assert re.search(rf"{re.escape(name)} v\S+ \S*enabled", extensions), extensions
     loads = subprocess.run(
-        [bin_dir / "python", "-c", "import clarifai_magic, ipywidgets, pandas, PIL, numpy"],
+        [
+            bin_dir / "python",
+            "-c",
+            "import clarifai_magic.chat_log, ipywidgets, pandas, PIL, numpy",
+        ],
         capture_output=True,
         text=True,
     )

@@ -3,10 +3,11 @@ tests/browser drives it in JupyterLab)."""
 
 from __future__ import annotations
 
-import re
+import json
 import time
 from typing import Any
 
+from clarifai_magic.chat_log import LogEntry
 from clarifai_magic.page_script import SEND_MARK
 from clarifai_magic.testing import OfflineServer, http_error, text, tool_calls
 from clarifai_magic.widget import ChatPanel
@@ -14,17 +15,19 @@ from clarifai_magic.widget import ChatPanel
 from .test_magic import run
 
 
-def shown(bubble: Any) -> str:
-    """A message's Markdown as drawn: one Output, or an answer's pieces joined."""
-    if hasattr(bubble, "outputs"):
-        return bubble.outputs[0]["data"]["text/markdown"]
-    pieces = [shown(c) for c in bubble.children if hasattr(c, "outputs") and c.outputs]
-    return "\n\n".join(p for p in pieces if p)
+def messages(panel: ChatPanel) -> list[LogEntry]:
+    """The messages in the panel's log, as the page is sent them."""
+    return list(panel.log.entries.values())
 
 
-def markdown_of(bubble: Any) -> str:
+def shown(entry: LogEntry) -> str:
+    """A message's Markdown as drawn: its sealed blocks and tail joined."""
+    return entry.markdown()
+
+
+def markdown_of(entry: LogEntry) -> str:
     """A message's Markdown, without its "You"/"Model" label."""
-    return shown(bubble).split("\n\n", 1)[1]
+    return shown(entry).split("\n\n", 1)[1]
 
 
 def test_a_question_streams_into_the_panel_and_joins_the_conversation(
@@ -35,7 +38,7 @@ def test_a_question_streams_into_the_panel_and_joins_the_conversation(
     session = shell._clarifai_magics.session
     panel = ChatPanel(session)
     # The cells' conversation is there already.
-    assert [markdown_of(b) for b in panel.messages.children] == [
+    assert [markdown_of(b) for b in messages(panel)] == [
         "Earlier question",
         "Earlier answer.",
     ]
@@ -44,8 +47,8 @@ def test_a_question_streams_into_the_panel_and_joins_the_conversation(
     panel.send_button.click()
     panel.worker.join(timeout=30)
     assert panel.prompt.value == ""
-    assert markdown_of(panel.messages.children[-2]).endswith("And now?")
-    answer = markdown_of(panel.messages.children[-1])
+    assert markdown_of(messages(panel)[-2]).endswith("And now?")
+    answer = markdown_of(messages(panel)[-1])
     assert answer.startswith("The **panel** answer.") and "gpt-4o" in answer
     assert [m["content"] for m in server.chat_requests[-1].json["messages"]] == [
         "Earlier question",
@@ -62,13 +65,13 @@ def test_stop_ends_the_stream_and_keeps_the_partial_answer(
     server.enqueue(text("tick " * 400, chunk_size=5, delay=0.05))
     worker = panel.send("Count slowly")
     deadline = time.monotonic() + 20
-    while "tick" not in markdown_of(panel.messages.children[-1]) and time.monotonic() < deadline:
+    while "tick" not in markdown_of(messages(panel)[-1]) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not panel.stop_button.disabled
     panel.stop_button.click()
     worker.join(timeout=5)
     assert not worker.is_alive()
-    answer = markdown_of(panel.messages.children[-1])
+    answer = markdown_of(messages(panel)[-1])
     assert answer.startswith("tick") and "Interrupted" in answer
 
 
@@ -91,11 +94,7 @@ def test_confirm_tools_ask_inside_the_panel(shell: Any, server: OfflineServer) -
     deadline = time.monotonic() + 20
 
     def asked() -> list[Any]:
-        return [
-            c
-            for c in panel.messages.children
-            if hasattr(c, "children") and "clarifai-chat-assistant" not in c._dom_classes
-        ]
+        return list(panel.asks.children)
 
     while time.monotonic() < deadline and not asked():
         time.sleep(0.05)
@@ -105,16 +104,17 @@ def test_confirm_tools_ask_inside_the_panel(shell: Any, server: OfflineServer) -
     run_button.click()
     worker.join(timeout=20)
     assert server.chat_requests[-1].json["messages"][-1]["content"] == "wiped t"
-    answers = [c for c in panel.messages.children if "clarifai-chat-assistant" in c._dom_classes]
+    answers = [m for m in messages(panel) if m.kind == "assistant"]
     assert markdown_of(answers[-1]).count("Wiped.") == 1
     assert "Approved." in label.value
+    assert panel.asks.children == ()  # answered and done: the answer's tool block says it ran
 
 
 def test_no_pat_is_said_in_the_panel(shell: Any, server: OfflineServer, monkeypatch: Any) -> None:
     monkeypatch.delenv("CLARIFAI_PAT")
     panel = ChatPanel(shell._clarifai_magics.session, chat="nopat")
     panel.send("Hello").join(timeout=10)
-    assert "CLARIFAI_PAT" in shown(panel.messages.children[-1])
+    assert "CLARIFAI_PAT" in shown(messages(panel)[-1])
     assert not server.chat_requests
 
 
@@ -131,11 +131,11 @@ def test_the_panel_escapes_stored_and_new_messages(shell: Any, server: OfflineSe
     server.enqueue(text(f"Stored {hostile}"))
     run(shell, "%%clarifai --chat panel-hostile\nFirst")
     panel = ChatPanel(shell._clarifai_magics.session, chat="panel-hostile")
-    stored = markdown_of(panel.messages.children[-1])
+    stored = markdown_of(messages(panel)[-1])
     assert stored == "Stored &lt;img src=x onerror=alert(1)> and `<b>`"
     server.enqueue(text(f"New {hostile}", chunk_size=3))
     panel.send(f"Ask {hostile}").join(timeout=30)
-    question, answer = (markdown_of(b) for b in panel.messages.children[-2:])
+    question, answer = (markdown_of(b) for b in messages(panel)[-2:])
     assert question == "Ask &lt;img src=x onerror=alert(1)> and `<b>`"
     assert answer.startswith("New &lt;img src=x onerror=alert(1)> and `<b>`")
 
@@ -146,7 +146,7 @@ def test_a_long_answer_is_clipped_in_the_panel_with_a_notice(
     panel = ChatPanel(shell._clarifai_magics.session, chat="panel-long", max_display_chars=5_000)
     server.enqueue(text("word " * 4_000, chunks=20))
     panel.send("Talk").join(timeout=30)
-    drawn = shown(panel.messages.children[-1])
+    drawn = shown(messages(panel)[-1])
     assert len(drawn) <= 5_000
     assert drawn.startswith("**Model**\n\nword word")
     assert "too long to show in full here (20,000 characters" in drawn
@@ -171,20 +171,16 @@ def test_a_long_slow_answer_is_sent_about_once(shell: Any, server: OfflineServer
     server.enqueue(text(content, chunk_size=6, delay=0.002))
     panel.send("Write a lot").join(timeout=60)
     view = panel.views[-1]
-    answer = panel.messages.children[-1]
-    assert view.stats.seals > 3, "finished blocks were sealed into their own outputs"
-    # Its list items were sealed in two (seams), so one piece holds the whole answer at the end.
-    assert [c for c in answer.children if hasattr(c, "outputs")] == [view.open]
+    answer = messages(panel)[-1]
+    assert view.stats.seals > 3, "finished blocks were sealed and sent once each"
+    # Its list items were sealed in two (seams), so the whole answer replaced them at the end.
+    assert answer.sealed == []
     joined = view.text()
     assert joined.startswith("**Model**\n\n1. A sentence") and "The end." in joined
     assert "## Part 3" in joined and "gpt-4o" in joined  # the footer
     assert view.stats.bytes_sent <= 3 * len(content.encode())
-    # Code blocks get Copy and "Insert into a new cell", the code held as escaped text.
-    [rows] = [c for c in answer.children if "clarifai-code-actions" in getattr(c, "value", "")]
-    assert rows.value.count('class="clarifai-code-actions"') == 1  # one code block, one row
-    buttons = re.findall(r"<button [^>]*>([^<]*)</button>", rows.value)
-    assert buttons == ["Copy", "Insert into a new cell"]
-    assert '<pre hidden class="clarifai-code">print(&#x27;done&#x27;)</pre>' in rows.value
+    # Its code block gets Copy and "Insert into a new cell" (drawn by the page, tests/browser).
+    assert answer.code == [("python", "print('done')")]
 
 
 def test_enter_from_the_page_sends_the_question(shell: Any, server: OfflineServer) -> None:
@@ -195,8 +191,8 @@ def test_enter_from_the_page_sends_the_question(shell: Any, server: OfflineServe
     panel.worker.join(timeout=30)
     assert panel.prompt.value == ""
     assert server.chat_requests[-1].json["messages"][-1]["content"] == "line one\nline two"
-    assert markdown_of(panel.messages.children[-2]) == "line one  \nline two"  # a hard break
-    assert markdown_of(panel.messages.children[-1]).startswith("Sent by Enter.")
+    assert markdown_of(messages(panel)[-2]) == "line one  \nline two"  # a hard break
+    assert markdown_of(messages(panel)[-1]).startswith("Sent by Enter.")
 
 
 def test_switching_model_system_prompt_and_new_conversation(
@@ -218,17 +214,17 @@ def test_switching_model_system_prompt_and_new_conversation(
     request = server.chat_requests[-1].json
     assert request["model"].endswith("anthropic/completion/models/claude-sonnet-4")
     assert request["messages"][0] == {"role": "system", "content": "Answer in French."}
-    assert "claude-sonnet-4" in markdown_of(panel.messages.children[-1])  # the footer
+    assert "claude-sonnet-4" in markdown_of(messages(panel)[-1])  # the footer
 
     name = panel.new_chat()
     assert name == "chat-1" and panel.chat_picker.value == "chat-1"
-    assert panel.messages.children == () and panel.system.value == ""
+    assert messages(panel) == [] and panel.system.value == ""
     server.enqueue(text("Fresh."))
     panel.send("Anyone here?").join(timeout=30)
     assert [m["role"] for m in server.chat_requests[-1].json["messages"]] == ["user"]
     # Back to the first conversation: its messages and system prompt come back.
     panel.chat_picker.value = "picker"
-    assert [markdown_of(b) for b in panel.messages.children][0] == "Hello"
+    assert [markdown_of(b) for b in messages(panel)][0] == "Hello"
     assert panel.system.value == "Answer in French."
     assert "chat-1" in panel.chat_picker.options
 
@@ -237,14 +233,13 @@ def test_errors_are_shown_in_the_panel(shell: Any, server: OfflineServer) -> Non
     panel = ChatPanel(shell._clarifai_magics.session, chat="errors", list_models=False)
     server.enqueue(http_error(400, message="Model does not accept <b>this</b>"))
     panel.send("Break").join(timeout=30)
-    answer = shown(panel.messages.children[-1])
+    answer = shown(messages(panel)[-1])
     assert "Model does not accept &lt;b>this&lt;/b>" in answer
     assert not panel.send_button.disabled and panel.stop_button.disabled
     panel.model = "no-such-model"
     panel.send("Again").join(timeout=30)
-    [error] = panel.messages.children[-1].children
-    assert "clarifai-chat-error" in error._dom_classes
-    assert "Unknown model" in shown(error)
+    error = messages(panel)[-1]
+    assert error.kind == "error" and "Unknown model" in shown(error)
 
 
 def test_chat_api_shows_a_panel_as_the_last_expression(shell: Any, server: OfflineServer) -> None:
@@ -296,3 +291,55 @@ def test_the_page_script_runs_once_per_kernel_and_leaves_nothing_to_save(
     third = kernel.run("%%clarifai\nThree")
     assert "Third." in third.last_markdown
     assert len(scripts(third)) == 1
+
+
+def test_the_log_sends_new_text_only_and_replays_itself_to_a_new_view(
+    kernel: Any, server: OfflineServer
+) -> None:
+    """In a real kernel: what the page is sent while an answer streams (numbered operations, each
+    with only new text), and the replay a view that starts later (a reloaded page) asks for."""
+    answer = "\n\n".join(f"Paragraph {n} of the answer, long enough to seal." for n in range(12))
+    server.enqueue(text(answer, chunk_size=7, delay=0.01))
+    assert kernel.run("%load_ext clarifai_magic").error is None
+    asked = kernel.run(
+        "from clarifai_magic.widget import ChatPanel\n"
+        "_session = get_ipython()._clarifai_magics.session\n"
+        "_panel = ChatPanel(_session, chat='log', list_models=False)\n"
+        "_panel.send('Hi').join()\n"
+        "print(_panel.log.comm.comm_id)"
+    )
+    assert asked.error is None, asked.error
+    comm_id = asked.stdout.strip()
+
+    def operations(run: Any) -> list[dict[str, Any]]:
+        return [
+            m["content"]["data"]["content"]
+            for m in run.of_type("comm_msg")
+            if m["content"]["comm_id"] == comm_id and m["content"]["data"]["method"] == "custom"
+        ]
+
+    ops = operations(asked)
+    assert [op["seq"] for op in ops] == list(range(ops[0]["seq"], ops[0]["seq"] + len(ops)))
+    assert [op["op"] for op in ops[:2]] == ["add", "add"]
+    assert ops[0]["md"] == "**You**\n\nHi"
+    sealed = [op["sealed"] for op in ops if op["op"] == "frame" and "sealed" in op]
+    assert len(sealed) >= 2  # finished paragraphs went once each, not redrawn
+    assert "".join(sealed).count("Paragraph 1 ") == 1
+    sent = sum(len(json.dumps(op)) for op in ops)
+    assert sent <= 3 * len(answer) + 2_000  # the label, footer and message framing on top
+
+    content = {"op": "hello", "nonce": "v2"}
+    hello = kernel.kc.session.msg(
+        "comm_msg", {"comm_id": comm_id, "data": {"method": "custom", "content": content}}
+    )
+    kernel.kc.shell_channel.send(hello)
+    reply = kernel.wait_for(
+        hello["header"]["msg_id"],
+        lambda m: m["msg_type"] == "comm_msg" and m["content"]["data"]["content"]["op"] == "replay",
+    )
+    replay = operations(reply)[-1]
+    assert replay["to"] == "v2" and replay["seq"] == ops[-1]["seq"]
+    user, model = replay["ops"]
+    assert (user["kind"], user["md"]) == ("user", "**You**\n\nHi")
+    assert model["kind"] == "assistant" and model["md"].startswith("**Model**\n\nParagraph 0")
+    assert "Paragraph 11 of the answer" in model["md"] and "gpt-4o" in model["md"]  # the footer

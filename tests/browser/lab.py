@@ -46,6 +46,16 @@ class Lab:
         )
         return nb
 
+    def open_panel(self, page: Page, name: str, chat: str = "") -> tuple[Notebook, Locator]:
+        """A notebook that loads the extension and shows a chat panel (on conversation ``chat``,
+        else ``main``), run; the notebook and the panel."""
+        nb = self.open(page, name, ["%load_ext clarifai_magic", f"%clarifai chat {chat}".strip()])
+        nb.run_all()
+        nb.wait_done(1)
+        panel = nb.output(1).locator(".clarifai-chat")
+        expect(panel).to_contain_text(f"conversation {chat or 'main'}")
+        return nb, panel
+
 
 class Notebook:
     """The notebook open in the page's main area."""

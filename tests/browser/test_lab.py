@@ -117,11 +117,7 @@ def test_confirm_tool_waits_for_a_click_in_the_notebook(
 def test_chat_panel_streams_an_answer_and_stops_on_request(
     lab: Lab, page: Page, server: OfflineServer
 ) -> None:
-    nb = lab.open(page, "panel", ["%load_ext clarifai_magic", "%clarifai chat"])
-    nb.run_all()
-    nb.wait_done(1)
-    panel = nb.output(1).locator(".clarifai-chat")
-    expect(panel).to_contain_text("conversation main")
+    nb, panel = lab.open_panel(page, "panel")
 
     server.enqueue(text("## Panel\n\nThe **answer** streamed.", chunk_size=2, delay=0.02))
     panel.locator("textarea").fill("What is this?")

@@ -10,15 +10,12 @@ from playwright.sync_api import Page, expect
 
 from clarifai_magic.testing import OfflineServer, text
 
-from .lab import Lab
+from .lab import Lab, Notebook
+from .test_code_actions import save_and_read
 
 
 def test_the_panel_works_like_a_chat_website(lab: Lab, page: Page, server: OfflineServer) -> None:
-    nb = lab.open(page, "chat-panel", ["%load_ext clarifai_magic", "%clarifai chat"])
-    nb.run_all()
-    nb.wait_done(1)
-    panel = nb.output(1).locator(".clarifai-chat")
-    expect(panel).to_contain_text("conversation main")
+    nb, panel = lab.open_panel(page, "chat-panel")
     prompt = panel.locator("textarea")
 
     # Enter sends; Shift+Enter adds a line. The answer is on screen while it still streams.
@@ -87,3 +84,26 @@ def test_the_panel_works_like_a_chat_website(lab: Lab, page: Page, server: Offli
     expect(panel.locator(".widget-dropdown", has_text="Chat").locator("select")).to_have_value(
         re.compile("chat-1")
     )
+
+
+def test_a_reloaded_page_shows_the_panel_conversation_again(
+    lab: Lab, page: Page, server: OfflineServer
+) -> None:
+    """The log keeps no widget state: a view made after a reload asks the kernel for a replay."""
+    _nb, panel = lab.open_panel(page, "panel-reload", chat="reloaded")
+    server.enqueue(text("Still **here** after a reload.\n\n```python\nx = 1\n```", chunk_size=4))
+    panel.locator("textarea").fill("Remember me")
+    panel.locator("textarea").press("Enter")
+    expect(panel.locator(".clarifai-chat-assistant").last).to_contain_text("gpt-4o")
+    save_and_read(
+        page,
+        lab.root / "panel-reload.ipynb",
+        lambda saved: any(o.get("data") for o in saved.cells[1].outputs),
+    )
+    page.reload()
+    panel = Notebook(page).output(1).locator(".clarifai-chat")
+    expect(panel.locator(".clarifai-chat-user")).to_contain_text("Remember me", timeout=30_000)
+    answer = panel.locator(".clarifai-chat-assistant")
+    expect(answer).to_have_count(1)
+    expect(answer.locator("strong", has_text="here")).to_be_visible()
+    expect(answer.locator(".clarifai-code-actions")).to_have_count(1)

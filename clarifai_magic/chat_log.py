@@ -1,6 +1,7 @@
 """The chat panel's message log: one anywidget that gets each message, and each frame of a
 streaming answer, as a small custom message, rendered in the page by ``static/chat_log.js``
-with the ``marked`` renderer shipped in ``static/`` (nothing is fetched at run time).
+with the ``marked`` renderer and ``highlight.js`` (its core and the languages notebooks use)
+shipped in ``static/``: nothing is fetched at run time.
 
 Widgets would cost each message, and each sealed block of an answer, a widget model of a few
 hundred bytes, and every new child re-sends the list of all of them; at a model's speed that was
@@ -15,6 +16,7 @@ order: the panel's worker thread streams into the log while the kernel answers a
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +28,24 @@ STATIC = Path(__file__).with_name("static")
 
 
 def _module() -> str:
-    """The view's ES module: the vendored ``marked`` (a UMD build, given a ``module`` to fill, so
-    nothing is left on ``window``) and ``chat_log.js``."""
+    """The view's ES module, one file: the vendored ``marked`` (a UMD build, given a ``module``
+    to fill, so nothing is left on ``window``), highlight.js (its ES build, whose one export
+    becomes the value of a function, then its languages, which register with it) and
+    ``chat_log.js``."""
     marked = (STATIC / "marked.umd.js").read_text(encoding="utf-8")
+    core, exports = re.subn(
+        r"export\{(\w+) as default\};",
+        r"return \1;",
+        (STATIC / "highlight.core.min.js").read_text(encoding="utf-8"),
+    )
+    if exports != 1:
+        raise RuntimeError("static/highlight.core.min.js is not highlight.js's ES core build")
+    languages = (STATIC / "highlight.languages.min.js").read_text(encoding="utf-8")
     view = (STATIC / "chat_log.js").read_text(encoding="utf-8")
     return (
         "const marked = (() => {\n  const module = { exports: {} };\n"
-        f"  const exports = module.exports;\n{marked}\n  return module.exports;\n}})();\n{view}"
+        f"  const exports = module.exports;\n{marked}\n  return module.exports;\n}})();\n"
+        f"const hljs = (() => {{\n{core}\n}})();\n{languages}\n{view}"
     )
 
 

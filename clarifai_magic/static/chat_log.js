@@ -12,6 +12,16 @@
 
 const render = (markdown) => marked.parse(markdown, { gfm: true, async: false });
 
+// Code blocks coloured as JupyterLab colours code (chat_log.css maps highlight.js's classes to its
+// editor theme), for the languages shipped; others, and blocks with no language, stay plain.
+// highlight.js reads the block's text and escapes what it writes back.
+const highlight = (node) => {
+  for (const code of node.querySelectorAll("pre > code")) {
+    const lang = [...code.classList].find((c) => c.startsWith("language-"));
+    if (lang && hljs.getLanguage(lang.slice(9))) hljs.highlightElement(code);
+  }
+};
+
 function view({ model, el }) {
   el.classList.add("clarifai-chat-log");
   const entries = new Map();
@@ -26,6 +36,7 @@ function view({ model, el }) {
     const part = document.createElement("div");
     part.className = "jp-RenderedHTMLCommon jp-RenderedMarkdown";
     part.innerHTML = render(markdown);
+    highlight(part);
     return part;
   };
 
@@ -55,12 +66,16 @@ function view({ model, el }) {
       case "frame":
         if (!entry) break;
         if (op.sealed !== undefined) entry.sealed.append(rendered(op.sealed));
-        if (op.tail !== undefined) entry.tail.innerHTML = render(op.tail);
+        if (op.tail !== undefined) {
+          entry.tail.innerHTML = render(op.tail);
+          highlight(entry.tail);
+        }
         break;
       case "whole":
         if (!entry) break;
         entry.sealed.replaceChildren();
         entry.tail.innerHTML = render(op.md);
+        highlight(entry.tail);
         if (op.kind) entry.node.className = `clarifai-chat-message clarifai-chat-${op.kind}`;
         break;
       case "code":

@@ -37,6 +37,8 @@ def test_the_panel_works_like_a_chat_website(lab: Lab, page: Page, server: Offli
     expect(answer).to_contain_text("word299")
     expect(prompt).to_have_value("")
     assert server.chat_requests[-1].json["messages"][-1]["content"] == "First line\nsecond line"
+    # The code block is coloured as JupyterLab colours Python; its actions copy the plain text.
+    expect(answer.locator("pre code span.hljs-string", has_text="'hi'")).to_have_count(1)
     # The code block has its actions; Copy puts the code on the clipboard.
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     actions = answer.locator(".clarifai-code-actions")

@@ -63,6 +63,7 @@ SOFT_SEAL_CHARS = 400
 # text is sent once whatever happens, so a slow answer shows each line within about this time.
 STALE_SECONDS = 1.0
 REOPEN_PAYBACK = 4
+END_MESSAGES = 2
 TOO_LONG_WHILE_STREAMING = "*Still streaming: too long to show here until it ends…*"
 
 
@@ -152,7 +153,9 @@ class Sealer:
         self.label = label
         self.seal_messages = seal_messages
         self.clock = clock
-        self.interval = 1 / MAX_UPDATES_PER_SECOND
+        # The end (the final frame, then emptying the sealed outputs) may come in the same second
+        # as the last frames: room is kept for it under the limit.
+        self.interval = 1 / (MAX_UPDATES_PER_SECOND - END_MESSAGES)
         self.sealed = START  # everything before this is shown for good
         self.seamed = False  # a block was sealed in two: the sealed pieces can't be final
         self._next_at = 0.0

@@ -11,8 +11,8 @@ listens there:
   :data:`SEND_MARK` to the box's value through the widget's own ``input`` path, so the kernel
   receives the complete text and the mark together, in order (a separate "send" message could
   overtake a value update still held back by ipywidgets' message throttle).
-* "Copy" on a panel code block copies it. "Insert into a new cell" puts it in a new cell right
-  below the panel's cell: through JupyterLab's application object when it is exposed
+* "Insert into a new cell" on a panel code block puts it in a new cell right below the panel's
+  cell (the panel's own script copies, and inserts by copying where this script is absent): through JupyterLab's application object when it is exposed
   (``--LabApp.expose_app_in_browser``), else through the page as a user would: the notebook
   toolbar's own "insert cell below" button, then a paste into the new cell's CodeMirror editor.
   If neither works it copies the code and says to paste it.
@@ -156,17 +156,11 @@ SCRIPT = r"""
       copy(code).then(() => say(block, "Copied"), () => say(block, "Copy failed"));
       return;
     }
-    const button = target && target.closest(".clarifai-copy, .clarifai-insert");
-    if (!button) return;
-    const row = button.closest(".clarifai-code-actions");
+    // The panel's Copy is the panel's own (chat_log.js); Insert needs JupyterLab's page.
+    const button = target && target.closest(".clarifai-insert");
+    const row = button && button.closest(".clarifai-code-actions");
     const pre = row && row.querySelector("pre");
-    if (!pre) return;
-    const code = pre.textContent;
-    if (button.classList.contains("clarifai-insert")) {
-      insert(button, code);
-      return;
-    }
-    copy(code).then(() => say(button, "Copied"), () => say(button, "Copy failed"));
+    if (pre) insert(button, pre.textContent);
   }, true);
 
   // Copy buttons on the code blocks of %%clarifai answers in cell outputs, in the page only.

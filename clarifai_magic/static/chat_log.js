@@ -123,8 +123,30 @@ function codeBlocks(node) {
   return blocks;
 }
 
-// One row per code block: which block, Copy, Insert into a new cell. The page script (see
-// page_script.py) handles the buttons' clicks; the code waits in a hidden <pre>.
+// What a button says for two seconds after a click.
+function say(button, text) {
+  if (!button.dataset.clarifaiLabel) button.dataset.clarifaiLabel = button.textContent;
+  button.textContent = text;
+  clearTimeout(button.clarifaiTimer);
+  button.clarifaiTimer = setTimeout(() => {
+    button.textContent = button.dataset.clarifaiLabel;
+  }, 2000);
+}
+
+function copyText(code) {
+  if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(code);
+  const area = document.createElement("textarea");
+  area.value = code;
+  document.body.appendChild(area);
+  area.select();
+  const ok = document.execCommand("copy");
+  area.remove();
+  return ok ? Promise.resolve() : Promise.reject(new Error("copy refused"));
+}
+
+// One row per code block: which block, Copy, Insert into a new cell. Copy is handled here, so it
+// works wherever the widget does (VS Code too); Insert by the page script in JupyterLab (see
+// page_script.py), which runs first, and where it is absent by copying.
 function codeActions(node) {
   const box = document.createElement("div");
   codeBlocks(node).forEach(([lang, code], index) => {
@@ -144,13 +166,14 @@ function codeActions(node) {
     pre.hidden = true;
     pre.className = "clarifai-code";
     pre.textContent = code;
-    row.append(
-      what,
-      button("clarifai-copy", "Copy", "Copy this code block"),
-      " ",
-      button("clarifai-insert", "Insert into a new cell", "Put this code in a new cell"),
-      pre,
-    );
+    const copy = button("clarifai-copy", "Copy", "Copy this code block");
+    const insert = button("clarifai-insert", "Insert into a new cell", "Put this code in a new cell");
+    const copied = (b, text) => copyText(code).then(() => say(b, text), () => say(b, "Copy failed"));
+    copy.addEventListener("click", () => copied(copy, "Copied"));
+    insert.addEventListener("click", () => {
+      if (!window.__clarifaiPageScript) copied(insert, "Copied: paste it in a cell");
+    });
+    row.append(what, copy, " ", insert, pre);
     box.append(row);
   });
   return box;

@@ -140,3 +140,30 @@ def test_insert_into_a_new_cell_puts_the_code_right_below_the_panel(
     expect(actions.nth(1).locator("button", has_text="Copied: paste it in a cell")).to_be_visible()
     assert page.evaluate("navigator.clipboard.readText()") == "ls -la"
     expect(nb.cells).to_have_count(4)
+
+
+def test_the_panel_log_copies_by_itself_where_no_page_script_runs(lab: Lab, page: Page) -> None:
+    """Where the page script doesn't run (VS Code), the log's own Copy works, and Insert copies
+    and says so. Here the log is shown without the extension: no page script reaches the page."""
+    setup = (
+        "from clarifai_magic.chat_log import ChatLog\n"
+        "log = ChatLog()\n"
+        "n = log.add('assistant', '```python\\nx = 1  # <b>kept</b>\\n```')\n"
+        "log.code(n, [('python', 'x = 1  # <b>kept</b>')])\n"
+        "log"
+    )
+    nb = lab.open(page, "log-alone", [setup])
+    nb.run_all()
+    nb.wait_done(0)
+    assert page.evaluate("window.__clarifaiPageScript === undefined")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    actions = nb.output(0).locator(".clarifai-code-actions")
+    expect(actions).to_have_count(1)
+    actions.locator("button", has_text="Copy").click()
+    expect(actions.locator("button", has_text="Copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == "x = 1  # <b>kept</b>"
+    page.evaluate("navigator.clipboard.writeText('')")
+    actions.locator("button", has_text="Insert into a new cell").click()
+    expect(actions.locator("button", has_text="Copied: paste it in a cell")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == "x = 1  # <b>kept</b>"
+    expect(nb.cells).to_have_count(1)

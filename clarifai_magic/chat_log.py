@@ -24,14 +24,16 @@ from typing import Any
 
 import anywidget
 
+from .page_script import CLIPBOARD_JS
+
 STATIC = Path(__file__).with_name("static")
 
 
 def _module() -> str:
     """The view's ES module, one file: the vendored ``marked`` (a UMD build, given a ``module``
     to fill, so nothing is left on ``window``), highlight.js (its ES build, whose one export
-    becomes the value of a function, then its languages, which register with it) and
-    ``chat_log.js``."""
+    becomes the value of a function, then its languages, which register with it), the page
+    script's clipboard helpers and ``chat_log.js``."""
     marked = (STATIC / "marked.umd.js").read_text(encoding="utf-8")
     core, exports = re.subn(
         r"export\{(\w+) as default\};",
@@ -45,7 +47,7 @@ def _module() -> str:
     return (
         "const marked = (() => {\n  const module = { exports: {} };\n"
         f"  const exports = module.exports;\n{marked}\n  return module.exports;\n}})();\n"
-        f"const hljs = (() => {{\n{core}\n}})();\n{languages}\n{view}"
+        f"const hljs = (() => {{\n{core}\n}})();\n{languages}\n{CLIPBOARD_JS}\n{view}"
     )
 
 

@@ -12,7 +12,8 @@ listens there:
   receives the complete text and the mark together, in order (a separate "send" message could
   overtake a value update still held back by ipywidgets' message throttle).
 * "Insert into a new cell" on a panel code block puts it in a new cell right below the panel's
-  cell (the panel's own script copies, and inserts by copying where this script is absent): through JupyterLab's application object when it is exposed
+  cell (the panel's own script copies, and inserts by copying where this script is absent):
+  through JupyterLab's application object when it is exposed
   (``--LabApp.expose_app_in_browser``), else through the page as a user would: the notebook
   toolbar's own "insert cell below" button, then a paste into the new cell's CodeMirror editor.
   If neither works it copies the code and says to paste it.
@@ -28,23 +29,9 @@ from __future__ import annotations
 
 SEND_MARK = "\u2063"  # INVISIBLE SEPARATOR: never typed by people, stripped before sending
 
-SCRIPT = r"""
-(() => {
-  if (window.__clarifaiPageScript) return;
-  window.__clarifaiPageScript = true;
-  const MARK = "\u2063";
-  window.addEventListener("keydown", (e) => {
-    const t = e.target;
-    if (e.key !== "Enter" || e.shiftKey || e.isComposing || e.ctrlKey || e.altKey || e.metaKey) {
-      return;
-    }
-    if (!(t instanceof HTMLTextAreaElement) || !t.closest(".clarifai-chat-prompt")) return;
-    e.preventDefault();
-    e.stopPropagation();
-    t.value = t.value + MARK;
-    t.dispatchEvent(new Event("input", { bubbles: true }));
-  }, true);
-
+# Copying, and a button saying for two seconds how it went: shared by the page script and the
+# panel's log (chat_log.js), which can each run without the other.
+CLIPBOARD_JS = r"""
   const say = (button, text) => {
     // The first label is kept, so a second click while one message shows restores it too.
     if (!button.dataset.clarifaiLabel) button.dataset.clarifaiLabel = button.textContent;
@@ -68,7 +55,29 @@ SCRIPT = r"""
     area.remove();
     return ok ? Promise.resolve() : Promise.reject(new Error("copy refused"));
   };
-  const until = (test, ms) => new Promise((resolve) => {
+"""
+
+SCRIPT = (
+    r"""
+(() => {
+  if (window.__clarifaiPageScript) return;
+  window.__clarifaiPageScript = true;
+  const MARK = "\u2063";
+  window.addEventListener("keydown", (e) => {
+    const t = e.target;
+    if (e.key !== "Enter" || e.shiftKey || e.isComposing || e.ctrlKey || e.altKey || e.metaKey) {
+      return;
+    }
+    if (!(t instanceof HTMLTextAreaElement) || !t.closest(".clarifai-chat-prompt")) return;
+    e.preventDefault();
+    e.stopPropagation();
+    t.value = t.value + MARK;
+    t.dispatchEvent(new Event("input", { bubbles: true }));
+  }, true);
+
+"""
+    + CLIPBOARD_JS
+    + r"""  const until = (test, ms) => new Promise((resolve) => {
     const end = Date.now() + ms;
     const poll = () => {
       const value = test();
@@ -218,6 +227,7 @@ SCRIPT = r"""
   look(document.body);
 })();
 """
+)
 
 
 def run_in_page() -> None:

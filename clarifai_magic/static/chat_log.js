@@ -123,28 +123,8 @@ function codeBlocks(node) {
   return blocks;
 }
 
-// What a button says for two seconds after a click.
-function say(button, text) {
-  if (!button.dataset.clarifaiLabel) button.dataset.clarifaiLabel = button.textContent;
-  button.textContent = text;
-  clearTimeout(button.clarifaiTimer);
-  button.clarifaiTimer = setTimeout(() => {
-    button.textContent = button.dataset.clarifaiLabel;
-  }, 2000);
-}
-
-function copyText(code) {
-  if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(code);
-  const area = document.createElement("textarea");
-  area.value = code;
-  document.body.appendChild(area);
-  area.select();
-  const ok = document.execCommand("copy");
-  area.remove();
-  return ok ? Promise.resolve() : Promise.reject(new Error("copy refused"));
-}
-
-// One row per code block: which block, Copy, Insert into a new cell. Copy is handled here, so it
+// One row per code block: which block, Copy, Insert into a new cell (say and copy: CLIPBOARD_JS in
+// page_script.py, put before this module). Copy is handled here, so it
 // works wherever the widget does (VS Code too); Insert by the page script in JupyterLab (see
 // page_script.py), which runs first, and where it is absent by copying.
 function codeActions(node) {
@@ -166,14 +146,14 @@ function codeActions(node) {
     pre.hidden = true;
     pre.className = "clarifai-code";
     pre.textContent = code;
-    const copy = button("clarifai-copy", "Copy", "Copy this code block");
+    const copyButton = button("clarifai-copy", "Copy", "Copy this code block");
     const insert = button("clarifai-insert", "Insert into a new cell", "Put this code in a new cell");
-    const copied = (b, text) => copyText(code).then(() => say(b, text), () => say(b, "Copy failed"));
-    copy.addEventListener("click", () => copied(copy, "Copied"));
+    const copied = (b, text) => copy(code).then(() => say(b, text), () => say(b, "Copy failed"));
+    copyButton.addEventListener("click", () => copied(copyButton, "Copied"));
     insert.addEventListener("click", () => {
       if (!window.__clarifaiPageScript) copied(insert, "Copied: paste it in a cell");
     });
-    row.append(what, copy, " ", insert, pre);
+    row.append(what, copyButton, " ", insert, pre);
     box.append(row);
   });
   return box;

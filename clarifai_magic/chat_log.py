@@ -89,9 +89,15 @@ class ChatLog(anywidget.AnyWidget):
         return number
 
     def frame(self, number: int, sealed: str | None, tail: str | None) -> None:
-        """Append ``sealed`` to message ``number`` for good, and/or replace its open tail."""
+        """Append ``sealed`` to message ``number`` for good, and/or replace its open tail.
+
+        Here and below, a message no longer in the log (another conversation is shown while it
+        streams, and stored) is left alone.
+        """
         with self._lock:
-            entry = self.entries[number]
+            entry = self.entries.get(number)
+            if entry is None:
+                return
             if sealed is not None:
                 entry.sealed.append(sealed)
             if tail is not None:
@@ -106,7 +112,9 @@ class ChatLog(anywidget.AnyWidget):
     def whole(self, number: int, markdown: str, *, kind: str | None = None) -> None:
         """Message ``number`` redrawn as ``markdown`` alone (and as ``kind``, if given)."""
         with self._lock:
-            entry = self.entries[number]
+            entry = self.entries.get(number)
+            if entry is None:
+                return
             entry.sealed, entry.tail = [], markdown
             entry.kind = kind or entry.kind
             self._operate(
@@ -117,7 +125,10 @@ class ChatLog(anywidget.AnyWidget):
         """Copy and Insert rows under message ``number``, one per code block. The page reads the
         code from the blocks it rendered: it is not sent twice."""
         with self._lock:
-            self.entries[number].code = list(blocks)
+            entry = self.entries.get(number)
+            if entry is None:
+                return
+            entry.code = list(blocks)
             self._operate({"op": "code", "id": number})
 
     def reset(self) -> None:

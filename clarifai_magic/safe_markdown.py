@@ -344,6 +344,11 @@ def seal_point(text: str, start: int = 0) -> int:
 _SETEXT_UNDERLINE = re.compile(r"[=-]+[ \t]*")
 # A word starting a piece cut from the middle of a line: a letter, so it can't open a block.
 _WORD_AFTER_SPACE = re.compile(r" (?=[^\W\d_])")
+# Before the cut, a letter or digit: a list marker or a run of "-" / "=" alone would underline
+# the paragraph above as a heading.
+_WORD_CHAR = re.compile(r"[^\W_]")
+# A backtick that is not escaped (after an even number of backslashes).
+_UNESCAPED_BACKTICK = re.compile(r"(?<!\\)(?:\\\\)*`")
 
 
 def soft_seal_point(text: str, start: int = 0, reopen: str = "") -> tuple[int, str]:
@@ -407,11 +412,12 @@ def _between_words(
     if fence is None and _opener(line, True) is not None:
         return 0, ""
     for space in reversed([m.start() for m in _WORD_AFTER_SPACE.finditer(line)]):
-        if pos + space + 1 <= least or not line[:space].strip():
+        if pos + space + 1 <= least or not _WORD_CHAR.search(line, 0, space):
             break
         if fence is not None:
             return pos + space + 1, fence_line + "\n"
-        if line.count("`", 0, space) % 2 == 0:  # a cut in a code span would show its backticks
+        # A cut in a code span would show its backticks.
+        if len(_UNESCAPED_BACKTICK.findall(line, 0, space)) % 2 == 0:
             return pos + space + 1, ""
     return 0, ""
 

@@ -167,6 +167,12 @@ def test_soft_seal_points() -> None:
     assert soft_seal_point("Use `a b") == (0, "")
     assert soft_seal_point("```python one two") == (0, "")
     assert soft_seal_point("```\nprint(a, b)") == (len("```\nprint(a, "), "```\n")
+    # Not after a list marker or a run of "-" / "=" alone: it would underline the paragraph above
+    # as a heading. An escaped backtick opens no code span.
+    assert soft_seal_point("Intro " * 70 + "\n- item") == (0, "")
+    assert soft_seal_point("--- foo") == (0, "")
+    escaped = "a \\` b `code span here` and more words"
+    assert soft_seal_point(escaped) == (len("a \\` b `code span here` and more "), "")
     # A paragraph of many lines may be cut at a line end; nothing is cut in a growing last line.
     assert soft_seal_point("one\ntwo\nthree") == (4, "")
     assert soft_seal_point("Title\n-----\n") == (0, "")

@@ -4,6 +4,7 @@ tests/browser drives it in JupyterLab)."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -181,6 +182,24 @@ def test_a_long_slow_answer_is_sent_about_once(shell: Any, server: OfflineServer
     assert view.stats.bytes_sent <= 3 * len(content.encode())
     # Its code block gets Copy and "Insert into a new cell" (drawn by the page, tests/browser).
     assert answer.code == [("python", "print('done')")]
+
+
+def test_switching_chats_while_an_answer_streams_keeps_it_for_its_own_conversation(
+    shell: Any, server: OfflineServer, monkeypatch: Any
+) -> None:
+    failures: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
+    panel = ChatPanel(shell._clarifai_magics.session, chat="first", list_models=False)
+    server.enqueue(text("tick " * 60, chunk_size=5, delay=0.02))
+    worker = panel.send("Count")
+    _wait_for(lambda: "tick" in shown(messages(panel)[-1]))
+    panel.switch_chat("second")  # the log now shows another conversation
+    worker.join(timeout=30)
+    assert not worker.is_alive() and messages(panel) == []
+    assert failures == [] and not panel.send_button.disabled  # ready for the next question
+    panel.switch_chat("first")  # the answer went on, into its own conversation
+    assert markdown_of(messages(panel)[-1]).startswith("tick tick")
+    assert [m.kind for m in messages(panel)] == ["user", "assistant"]
 
 
 def test_enter_from_the_page_sends_the_question(shell: Any, server: OfflineServer) -> None:

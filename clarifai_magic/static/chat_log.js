@@ -12,6 +12,27 @@
 
 const render = (markdown) => marked.parse(markdown, { gfm: true, async: false });
 
+// Links from model text may only go to the web or to an address: a javascript: (or data:, or any
+// other) link loses its target, since nothing here does what JupyterLab does for a cell's links.
+// Those that stay open in a new tab, with no access back to this page.
+const SAFE_PROTOCOLS = new Set(["http:", "https:", "mailto:"]);
+const defuse = (node) => {
+  for (const link of node.querySelectorAll("a[href]")) {
+    let url = null;
+    try {
+      url = new URL(link.getAttribute("href"), document.baseURI);
+    } catch (error) {
+      url = null;
+    }
+    if (!url || !SAFE_PROTOCOLS.has(url.protocol)) {
+      link.removeAttribute("href");
+      continue;
+    }
+    link.target = "_blank";
+    link.rel = "noopener noreferrer";
+  }
+};
+
 // Code blocks coloured as JupyterLab colours code (chat_log.css maps highlight.js's classes to its
 // editor theme), for the languages shipped; others, and blocks with no language, stay plain.
 // highlight.js reads the block's text and escapes what it writes back.
@@ -20,6 +41,13 @@ const highlight = (node) => {
     const lang = [...code.classList].find((c) => c.startsWith("language-"));
     if (lang && hljs.getLanguage(lang.slice(9))) hljs.highlightElement(code);
   }
+};
+
+// The one way Markdown enters the page: rendered, links defused, code coloured.
+const fill = (node, markdown) => {
+  node.innerHTML = render(markdown);
+  defuse(node);
+  highlight(node);
 };
 
 function view({ model, el }) {
@@ -35,8 +63,7 @@ function view({ model, el }) {
   const rendered = (markdown) => {
     const part = document.createElement("div");
     part.className = "jp-RenderedHTMLCommon jp-RenderedMarkdown";
-    part.innerHTML = render(markdown);
-    highlight(part);
+    fill(part, markdown);
     return part;
   };
 
@@ -66,16 +93,12 @@ function view({ model, el }) {
       case "frame":
         if (!entry) break;
         if (op.sealed !== undefined) entry.sealed.append(rendered(op.sealed));
-        if (op.tail !== undefined) {
-          entry.tail.innerHTML = render(op.tail);
-          highlight(entry.tail);
-        }
+        if (op.tail !== undefined) fill(entry.tail, op.tail);
         break;
       case "whole":
         if (!entry) break;
         entry.sealed.replaceChildren();
-        entry.tail.innerHTML = render(op.md);
-        highlight(entry.tail);
+        fill(entry.tail, op.md);
         if (op.kind) entry.node.className = `clarifai-chat-message clarifai-chat-${op.kind}`;
         break;
       case "code":

@@ -109,3 +109,34 @@ def test_a_reloaded_page_shows_the_panel_conversation_again(
     expect(answer).to_have_count(1)
     expect(answer.locator("strong", has_text="here")).to_be_visible()
     expect(answer.locator(".clarifai-code-actions")).to_have_count(1)
+
+
+def test_links_in_panel_answers_go_only_to_the_web(
+    lab: Lab, page: Page, server: OfflineServer
+) -> None:
+    """The panel renders Markdown itself, so its links are checked there: a javascript: or data:
+    link from a model (or a prompt injection) loses its target; web links open in a new tab."""
+    flag = "(window.__pwned=window.__pwned||[]).push('link')"
+    server.enqueue(
+        text(
+            f"[docs](https://example.com/docs) [run](javascript:{flag}) "
+            f"[RUN](JaVaScRiPt:{flag}) [page](data:text/html,hi) and https://example.org/ too"
+        )
+    )
+    _nb, panel = lab.open_panel(page, "panel-links", chat="links")
+    panel.locator("textarea").fill("Links?")
+    panel.locator("textarea").press("Enter")
+    answer = panel.locator(".clarifai-chat-assistant").last
+    expect(answer).to_contain_text("gpt-4o")
+    links = answer.locator("a").evaluate_all(
+        "links => links.map(a => [a.textContent, a.getAttribute('href'), a.target, a.rel])"
+    )
+    assert links == [
+        ["docs", "https://example.com/docs", "_blank", "noopener noreferrer"],
+        ["run", None, "", ""],
+        ["RUN", None, "", ""],
+        ["page", None, "", ""],
+        ["https://example.org/", "https://example.org/", "_blank", "noopener noreferrer"],
+    ]
+    answer.locator("a", has_text="run").first.click()
+    assert page.evaluate("window.__pwned === undefined")

@@ -33,6 +33,9 @@ _BRACKET_START = re.compile(_CONTAINER + r"(?=\[)")
 _TABLE_DELIMITER = re.compile(_CONTAINER + r"[|:\- \t]*")
 _SPECIAL = re.compile(r"\\[!-/:-@\[-`{-~]|`+|<(?=[A-Za-z/!?])|!(?=\[)")
 _BACKTICKS = re.compile(r"`+")
+# An autolink to the web or an address renders as a link and nothing else, so it is kept (with
+# no backtick, backslash, $ or quote that could pair with code spans, escapes or math).
+_AUTOLINK = re.compile(r"<(?:https?://|mailto:)[^\s<>`\\$\"']+>", re.IGNORECASE)
 _UNESCAPED_CLOSE_BRACKET = re.compile(r"(?<!\\)(?:\\\\)*\]")
 _LANG = re.compile(r"[A-Za-z0-9_+#.-]*")
 # JupyterLab cuts math out before Markdown sees the text: a delimiter inside code could pair with
@@ -177,7 +180,12 @@ def escape_inline(line: str, *, table: bool = False, seen: str = "") -> str:
                 # A backtick that closes nothing here must not pair with one elsewhere.
                 out.append("\\`" * n)
         elif token == "<":
-            out.append("&lt;")
+            link = _AUTOLINK.match(line, m.start())
+            if link is not None:
+                out.append(link.group())
+                pos = link.end()
+            else:
+                out.append("&lt;")
         else:  # "!" before "[": an image would make the browser fetch its URL; a link does not
             out.append("\\!")
 

@@ -486,3 +486,15 @@ def test_code_blocks_for_copy_and_insert_are_the_blocks_the_page_shows() -> None
         # What the page draws as that block (safe_markdown then a renderer) holds that code.
         shown = [html.unescape(block) for block in code_blocks(safe_markdown(answer))]
         assert any(code in block for block in shown), (lang, code)
+
+
+def test_web_autolinks_stay_links_and_other_angle_brackets_stay_text() -> None:
+    markdown = safe_markdown(
+        "Docs: <https://example.org/a?b=1&c=2>, mail <mailto:team@example.org>, "
+        'not <javascript:alert(1)> nor <https://x.org/"onclick="y> nor <b>bold</b>.'
+    )
+    assert_inert(markdown)
+    shown = render(markdown)
+    hrefs = re.findall(r'<a href="([^"]*)"', shown)
+    assert hrefs == ["https://example.org/a?b=1&amp;c=2", "mailto:team@example.org"]
+    assert "&lt;javascript:alert(1)&gt;" in shown and "&lt;b&gt;bold&lt;/b&gt;" in shown

@@ -264,13 +264,17 @@ class Sealer:
         here = self.sealed if self.sealed.round == number else Mark(number, 0)
         lo, reopen = max(here.offset, 0), here.reopen
         least = 1 if stale else max(SEAL_MIN_CHARS, self._sealed_chars // SEAL_GROWTH)
+        if len(text) - lo < least:
+            return None  # no cut could be far enough: spare the scans
         markdown = self.fmt == "markdown"
         # Read from the last cut as the next piece will be drawn: reopened code is code. (Text
         # and JSON pieces are each a block of their own: every cut there is a seam.)
         cut = lo + max(0, seal_point(reopen + text[lo:]) - len(reopen)) if markdown else lo
         mark, seamed = Mark(number, cut), False
         if cut - lo < least:
-            if len(text) - lo < SOFT_SEAL_CHARS and not stale:
+            # Only the open block past the last clean cut is cut in two, once it is long: a
+            # clean cut that is merely not far enough yet will be soon.
+            if len(text) - cut < SOFT_SEAL_CHARS and not stale:
                 return None
             cut, again = (
                 soft_seal_point(text, lo, reopen) if markdown else (_line_cut(text, lo), "")

@@ -98,14 +98,12 @@ class ChatLog(anywidget.AnyWidget):
             entry = self.entries.get(number)
             if entry is None:
                 return
-            if sealed is not None:
-                entry.sealed.append(sealed)
-            if tail is not None:
-                entry.tail = tail
             op: dict[str, Any] = {"op": "frame", "id": number}
             if sealed is not None:
+                entry.sealed.append(sealed)
                 op["sealed"] = sealed
             if tail is not None:
+                entry.tail = tail
                 op["tail"] = tail
             self._operate(op)
 
@@ -116,10 +114,11 @@ class ChatLog(anywidget.AnyWidget):
             if entry is None:
                 return
             entry.sealed, entry.tail = [], markdown
-            entry.kind = kind or entry.kind
-            self._operate(
-                {"op": "whole", "id": number, "md": markdown, **({"kind": kind} if kind else {})}
-            )
+            op: dict[str, Any] = {"op": "whole", "id": number, "md": markdown}
+            if kind:
+                entry.kind = kind
+                op["kind"] = kind
+            self._operate(op)
 
     def code(self, number: int, blocks: list[tuple[str, str]]) -> None:
         """Copy and Insert rows under message ``number``, one per code block. The page reads the

@@ -11,7 +11,6 @@ answer is clipped: then the whole answer replaces them, as the cell's final fram
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from .chat_log import ChatLog
@@ -21,12 +20,10 @@ from .transcript import Transcript
 
 @dataclass
 class StreamStats:
-    """What the view sent, for tests and benchmarks: messages, seals, Markdown (UTF-8 bytes)."""
+    """What the view sent, for tests: how many seals, and the Markdown (UTF-8 bytes)."""
 
-    updates: int = 0
     seals: int = 0
     bytes_sent: int = 0
-    first_text_at: float | None = None
 
 
 class AppendView:
@@ -44,12 +41,9 @@ class AppendView:
         self._count(waiting)
 
     def _count(self, *texts: str | None) -> None:
-        self.stats.updates += 1
         self.stats.bytes_sent += sum(len(text.encode()) for text in texts if text)
 
     def show(self, transcript: Transcript, *, final: bool = False, force: bool = False) -> None:
-        if self.stats.first_text_at is None and transcript.answer:
-            self.stats.first_text_at = time.monotonic()
         if final:
             rest = self.sealer.final_tail(transcript)
             if rest is not None:
